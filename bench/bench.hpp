@@ -1,0 +1,37 @@
+// The scaffolding shared by postal-bench's scenarios: a scenario registry, the result check that fails
+// loudly, and the runtime every scenario runs on (2 workers, like the Tokio peer). Not a test framework.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace bench {
+
+/// What one run of a scenario measured: `items` counted for the rate, over `seconds`.
+struct outcome {
+  std::uint64_t items = 0;
+  double seconds = 0;
+  std::string extra;  // printed after the rate, e.g. "lagged=12"
+};
+
+/// Registers a scenario under `name` (called from static initialisers in each scenario file).
+struct scenario {
+  scenario(std::string name, std::function<outcome()> run);
+};
+
+/// Aborts the program with a message when a scenario's result is wrong (a lost or duplicated value).
+void check(bool ok, const std::string& what);
+
+/// The clock the scenarios time with.
+using clock = std::chrono::steady_clock;
+inline double seconds_since(clock::time_point start) {
+  return std::chrono::duration<double>(clock::now() - start).count();
+}
+
+/// Worker count of the runtime every scenario uses (2, like the Tokio peer; POSTAL_BENCH_WORKERS overrides).
+std::size_t workers();
+
+}  // namespace bench
