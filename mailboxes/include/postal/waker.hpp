@@ -70,6 +70,9 @@ class suspend_hooks {
   /// Arranges `w.wake()` at or after `deadline`. Returns false, leaving `w` untouched, if this executor has
   /// no timers. A timer that fires after the wait already ended must find a waker that ignores it.
   virtual bool wake_at(std::chrono::steady_clock::time_point deadline, waker& w) = 0;
+  /// Reschedules the coroutine `handle`, which is suspending, behind the work this executor already has
+  /// queued (postal::yield_now). By default it is simply woken.
+  virtual void yield(std::coroutine_handle<> handle) noexcept { waker_for(handle).wake(); }
 
  protected:
   ~suspend_hooks() = default;

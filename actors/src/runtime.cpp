@@ -1,0 +1,383 @@
+// The runtime's machinery: each spawned task becomes a task_job, a caf::resumable that CAF's workers run,
+// with a state word so racing wake-ups never run it twice at once, and a per-worker run list so a task woken
+// by another task on the same worker runs next there without a hop through CAF's queues.
+// Not for: anything a user calls directly (runtime.hpp, task.hpp are the interface).
+#include <postal/detail/intrusive_list.hpp>
+#include <postal/runtime.hpp>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/allowed_unsafe_message_type.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/execution_unit.hpp>
+#include <caf/resumable.hpp>
+#include <caf/scheduler/abstract_coordinator.hpp>
+#include <caf/send.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace postal::detail {
+// A due timer: CAF's clock delivers it to the runtime's timer actor, which wakes the waker. Shared because
+// CAF copies message contents; the waker itself is woken once.
+struct timer_due {
+  std::shared_ptr<waker> target;
+};
+}  // namespace postal::detail
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(postal::detail::timer_due)
+
+namespace postal {
+
+namespace {
+
+constexpr std::size_t default_inline_budget = 256;
+
+class task_job;
+
+// A FIFO of jobs woken on this worker, each holding one reference. Emptied by the job that is running.
+class run_list {
+ public:
+  void push_back(task_job* job) { jobs_.push_back(job); }
+  task_job* pop_front() noexcept {
+    if (head_ == jobs_.size()) {
+      jobs_.clear();
+      head_ = 0;
+      return nullptr;
+    }
+    return jobs_[head_++];
+  }
+
+ private:
+  std::vector<task_job*> jobs_;
+  std::size_t head_ = 0;
+};
+
+// What the current thread is doing for postal: set while a worker runs this runtime's jobs.
+struct worker_context {
+  runtime_impl* owner = nullptr;
+  caf::execution_unit* unit = nullptr;
+  run_list woken;
+};
+thread_local worker_context this_worker;
+
+}  // namespace
+
+// The state shared by a runtime and its tasks. Members that running jobs touch are declared before the
+// actor system, so they outlive CAF's worker threads (destroying the system joins them).
+class runtime_impl {
+ public:
+  explicit runtime_impl(std::size_t inline_budget)
+      : budget(inline_budget == 0 ? default_inline_budget : inline_budget) {}
+
+  void start(runtime* self) {
+    handle = self;
+    system = std::make_unique<caf::actor_system>(config);
+    timers = system->spawn([]() -> caf::behavior {
+      return {[](const detail::timer_due& due) { due.target->wake(); }};
+    });
+  }
+
+  // Wakes `target` at `deadline` through CAF's clock (no thread of postal's own).
+  void wake_at(std::chrono::steady_clock::time_point deadline, waker& target) {
+    auto delay = deadline - std::chrono::steady_clock::now();
+    if (delay <= std::chrono::steady_clock::duration::zero()) delay = {};
+    caf::delayed_anon_send(timers, delay, detail::timer_due{std::make_shared<waker>(std::move(target))});
+  }
+  void stop_timers() {
+    if (timers) caf::anon_send_exit(timers, caf::exit_reason::user_shutdown);
+    timers = nullptr;
+  }
+
+  // Hands a scheduled job to CAF's scheduler, with a reference that CAF drops after running it.
+  void enqueue_with_reference(task_job* job);
+  // A job that CAF resumed is done with its turn.
+  void hop_done() noexcept {
+    if (active.fetch_sub(1, std::memory_order_acq_rel) == 1 && shutdown_waiting.load(std::memory_order_acquire)) {
+      std::lock_guard lock(mutex);
+      idle.notify_all();
+    }
+  }
+  void add_task(task_job* job);
+  void task_ended(task_job* job) noexcept;
+  void shutdown();
+
+  runtime* handle = nullptr;
+  const std::size_t budget;
+  std::atomic<std::size_t> active{0};  // jobs queued in CAF or being resumed by a worker
+  std::atomic<std::size_t> live{0};    // spawned tasks not yet finished or cancelled
+  std::atomic<bool> shutdown_waiting{false};
+  bool stopped = false;  // guarded by mutex
+  std::mutex mutex;
+  std::condition_variable idle;
+  postal::detail::intrusive_list<task_job> tasks;  // guarded by mutex; oldest first
+  caf::actor_system_config config;
+  std::unique_ptr<caf::actor_system> system;
+  caf::actor timers;  // the timer actor; pending timers die with it at shutdown
+};
+
+namespace {
+
+enum job_state : std::uint8_t {
+  idle,       // suspended; a wake schedules it
+  scheduled,  // in a run list or CAF's queue
+  running,    // being resumed by a worker
+  notified,   // woken while running: runs again after this turn
+  finished,
+  cancelled,
+};
+
+class task_job final : public caf::resumable, public suspend_hooks, public postal::detail::list_node {
+ public:
+  task_job(runtime_impl* owner, std::coroutine_handle<> root) noexcept
+      : owner_(owner), root_(root), resume_point_(root) {}
+
+  // -- caf::resumable ------------------------------------------------------------------------------------
+  subtype_t subtype() const override { return function_object; }
+  void intrusive_ptr_add_ref_impl() override { add_ref(); }
+  void intrusive_ptr_release_impl() override { release(); }
+
+  // One turn on a CAF worker: this task, then the tasks it (transitively) woke on this worker, up to the
+  // inline budget; the rest go to this worker's CAF queue, where idle workers may steal them.
+  resume_result resume(caf::execution_unit* unit, std::size_t) override {
+    runtime_impl* owner = owner_;
+    worker_context& context = this_worker;
+    runtime_impl* outer_owner = std::exchange(context.owner, owner);
+    caf::execution_unit* outer_unit = std::exchange(context.unit, unit);
+    const bool outer_flag = std::exchange(postal::detail::on_executor_thread, true);
+    run_turn(context);
+    std::size_t budget = owner->budget;
+    while (task_job* next = context.woken.pop_front()) {
+      if (budget == 0) {  // hand it to CAF with the run list's reference
+        owner->active.fetch_add(1, std::memory_order_relaxed);
+        unit->exec_later(next);
+        continue;
+      }
+      --budget;
+      next->run_turn(context);
+      next->release();
+    }
+    context.owner = outer_owner;
+    context.unit = outer_unit;
+    postal::detail::on_executor_thread = outer_flag;
+    owner->hop_done();
+    return done;  // CAF drops its reference; wakers and run lists hold their own
+  }
+
+  // -- suspend_hooks ---------------------------------------------------------------------------------------
+  waker waker_for(std::coroutine_handle<> handle) noexcept override {
+    resume_point_ = handle;
+    add_ref();
+    return waker(static_cast<void*>(this), &waker_table);
+  }
+  bool wake_at(std::chrono::steady_clock::time_point deadline, waker& target) override {
+    owner_->wake_at(deadline, target);
+    return true;
+  }
+  void yield(std::coroutine_handle<> handle) noexcept override {
+    resume_point_ = handle;
+    yielding_ = true;
+    add_ref();
+    wake_with_reference();  // the task is running: this only marks it to run again
+  }
+
+  // -- scheduling ------------------------------------------------------------------------------------------
+  // A wake that carries one reference to this job (a waker's), which it hands on or drops: an idle task is
+  // scheduled (on this worker's run list if this worker runs the same runtime, else on CAF's queue); a
+  // running one is told to run again after its turn; otherwise there is nothing to do.
+  void wake_with_reference() noexcept {
+    std::uint8_t state = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if (state == idle) {
+        if (state_.compare_exchange_weak(state, scheduled, std::memory_order_acq_rel)) {
+          if (this_worker.owner == owner_)
+            this_worker.woken.push_back(this);
+          else
+            owner_->enqueue_with_reference(this);
+          return;
+        }
+      } else if (state == running) {
+        if (state_.compare_exchange_weak(state, notified, std::memory_order_acq_rel)) break;
+      } else {
+        break;
+      }
+    }
+    release();
+  }
+
+  // Marks a new task scheduled and hands it to CAF (spawned tasks always go through CAF's queue).
+  void start() {
+    state_.store(scheduled, std::memory_order_relaxed);
+    add_ref();
+    owner_->enqueue_with_reference(this);
+  }
+
+  // Cancels the task if it is suspended with nobody running or scheduling it. The caller then destroys it.
+  bool try_cancel() noexcept {
+    std::uint8_t expected = idle;
+    return state_.compare_exchange_strong(expected, cancelled, std::memory_order_acq_rel);
+  }
+  void destroy_frame() noexcept { root_.destroy(); }
+
+  void add_ref() noexcept { references_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+ private:
+  static constexpr waker::vtable waker_table{
+      [](void* data) noexcept { static_cast<task_job*>(data)->wake_with_reference(); },
+      [](void* data) noexcept { static_cast<task_job*>(data)->release(); },
+  };
+
+  // Runs the task until it suspends or finishes. The caller owns the "scheduled" state.
+  void run_turn(worker_context& context) {
+    state_.store(running, std::memory_order_relaxed);
+    resume_point_.resume();
+    if (root_.done()) {
+      state_.store(finished, std::memory_order_release);
+      root_.destroy();
+      owner_->task_ended(this);
+      return;
+    }
+    std::uint8_t expected = running;
+    if (state_.compare_exchange_strong(expected, idle, std::memory_order_acq_rel)) return;
+    state_.store(scheduled, std::memory_order_relaxed);
+    add_ref();
+    if (std::exchange(yielding_, false)) {
+      // yield_now: to the back of CAF's queue, so every task already queued anywhere runs first.
+      owner_->enqueue_with_reference(this);
+    } else {
+      // Woken while it ran: it runs again behind the tasks already woken on this worker.
+      context.woken.push_back(this);
+    }
+  }
+
+  runtime_impl* owner_;
+  std::coroutine_handle<> root_;
+  std::coroutine_handle<> resume_point_;  // the innermost suspended coroutine of this task
+  std::atomic<std::uint32_t> references_{1};  // the runtime's own, dropped when the task ends
+  std::atomic<std::uint8_t> state_{idle};
+  bool yielding_ = false;  // set by the running task itself (yield_now)
+};
+
+}  // namespace
+
+void runtime_impl::enqueue_with_reference(task_job* job) {
+  active.fetch_add(1, std::memory_order_relaxed);
+  system->scheduler().enqueue(job);
+}
+
+void runtime_impl::add_task(task_job* job) {
+  std::lock_guard lock(mutex);
+  if (stopped) throw std::logic_error("postal: spawn on a runtime that was shut down");
+  tasks.push_back(job);
+  live.fetch_add(1, std::memory_order_relaxed);
+}
+
+void runtime_impl::task_ended(task_job* job) noexcept {
+  {
+    std::lock_guard lock(mutex);
+    tasks.remove(job);
+    if (live.fetch_sub(1, std::memory_order_acq_rel) == 1 && shutdown_waiting.load(std::memory_order_relaxed))
+      idle.notify_all();
+  }
+  job->release();
+}
+
+void runtime_impl::shutdown() {
+  if (this_worker.owner != nullptr || postal::detail::on_executor_thread)
+    throw std::logic_error("postal::runtime::shutdown called from a task: it would wait for itself");
+  std::unique_lock lock(mutex);
+  shutdown_waiting.store(true, std::memory_order_release);
+  for (;;) {
+    idle.wait(lock, [this] {
+      return live.load(std::memory_order_acquire) == 0 || active.load(std::memory_order_acquire) == 0;
+    });
+    if (live.load(std::memory_order_acquire) == 0) break;
+    // Nothing runs or is queued: every live task is suspended, waiting for something only another task of
+    // this runtime could have done. Cancel the oldest; what its frame's destruction wakes runs first.
+    task_job* victim = nullptr;
+    tasks.for_each([&](task_job* job) {
+      if (victim == nullptr && job->try_cancel()) victim = job;
+    });
+    if (victim == nullptr) {  // a wake is between its state change and its enqueue: let it land
+      lock.unlock();
+      std::this_thread::yield();
+      lock.lock();
+      continue;
+    }
+    tasks.remove(victim);
+    live.fetch_sub(1, std::memory_order_acq_rel);
+    lock.unlock();
+    victim->destroy_frame();
+    victim->release();
+    lock.lock();
+  }
+  stopped = true;
+  shutdown_waiting.store(false, std::memory_order_release);
+}
+
+// -- runtime ---------------------------------------------------------------------------------------------
+
+runtime::runtime(runtime_options options) : impl_(std::make_unique<runtime_impl>(options.inline_budget)) {
+  if (options.workers != 0) impl_->config.set("scheduler.max-threads", static_cast<std::int64_t>(options.workers));
+  impl_->start(this);
+}
+
+runtime::runtime(int argc, char** argv) : impl_(std::make_unique<runtime_impl>(0)) {
+  if (auto error = impl_->config.parse(argc, argv))
+    throw std::invalid_argument("postal::runtime: bad CAF option: " + caf::to_string(error));
+  impl_->start(this);
+}
+
+runtime::~runtime() {
+  shutdown();
+  impl_->stop_timers();
+  impl_->system.reset();
+}
+
+void runtime::shutdown() { impl_->shutdown(); }
+
+std::size_t runtime::worker_count() const noexcept { return impl_->system->scheduler().num_workers(); }
+std::size_t runtime::live_tasks() const noexcept { return impl_->live.load(std::memory_order_acquire); }
+bool runtime::help_printed() const noexcept { return impl_->config.cli_helptext_printed; }
+caf::actor_system& runtime::system() noexcept { return *impl_->system; }
+
+// -- task.hpp's hooks into the runtime -------------------------------------------------------------------
+
+void detail::spawn_root(runtime* owner, std::coroutine_handle<> root, promise_base& promise) {
+  runtime_impl* impl = owner->impl_.get();
+  auto* job = new task_job(impl, root);
+  promise.set_hooks(job);
+  try {
+    impl->add_task(job);
+  } catch (...) {
+    root.destroy();  // its join handle reports task_cancelled
+    job->release();
+    throw;
+  }
+  job->start();
+}
+
+runtime* detail::current_runtime() noexcept {
+  return this_worker.owner != nullptr ? this_worker.owner->handle : nullptr;
+}
+
+void detail::report_detached_failure(std::exception_ptr error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "postal: a task whose join handle was dropped ended with an exception: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "postal: a task whose join handle was dropped ended with a non-standard exception\n");
+  }
+}
+
+}  // namespace postal
