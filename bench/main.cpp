@@ -19,8 +19,7 @@ std::map<std::string, std::function<outcome()>>& registry() {
 
 scenario::scenario(std::string name, std::function<outcome()> run) { registry().emplace(std::move(name), std::move(run)); }
 
-void check(bool ok, const std::string& what) {
-  if (ok) return;
+void fail(const std::string& what) {
   std::fprintf(stderr, "postal-bench: CHECK FAILED: %s\n", what.c_str());
   std::fflush(stderr);
   std::_Exit(1);

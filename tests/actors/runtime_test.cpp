@@ -130,7 +130,6 @@ TEST_CASE("ten thousand tasks relay a value down a chain of oneshot channels", "
     co_return last ? *last : -1;
   }());
   CHECK(end == length);
-  CHECK(rt.live_tasks() == 0);
 }
 
 TEST_CASE("thousands of tasks spawned from main and from tasks all finish and are joined", "[runtime][stress]") {

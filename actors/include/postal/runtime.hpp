@@ -68,7 +68,8 @@ class runtime {
 
   /// Worker threads of CAF's scheduler.
   std::size_t worker_count() const noexcept;
-  /// Tasks spawned and not yet finished or cancelled.
+  /// Tasks spawned and not yet finished or cancelled. A task counts until its frame is destroyed, which
+  /// happens just after its result reaches its join handle.
   std::size_t live_tasks() const noexcept;
   /// True if CAF printed its --help text while parsing the command line.
   bool help_printed() const noexcept;

@@ -256,7 +256,7 @@ inline task<void> detail::task_promise<void>::get_return_object() noexcept {
 /// Move-only; joined at most once. Destroying it detaches the task, which keeps running (an exception it
 /// ends with is then reported on stderr).
 template <class T>
-class [[nodiscard]] join_handle {
+class join_handle {
  public:
   join_handle() = default;
   join_handle(join_handle&&) noexcept = default;

@@ -81,18 +81,6 @@ inline constexpr std::uint32_t has_value = 1u << 4;
 inline constexpr std::uint32_t sender_alive = 1u << 5;
 inline constexpr std::uint32_t receiver_alive = 1u << 6;
 
-// Busy-waiting hint for the short spin before a blocking form parks its thread.
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#else
-  std::this_thread::yield();
-#endif
-}
-inline constexpr int spin_iterations = 200;
-
 // Everything a channel needs, in one allocation: the state word, both wakers and room for the value.
 //
 // Ownership rules (the protocol):
@@ -286,10 +274,8 @@ void unregister(block<T>* b, waker& slot, std::uint32_t waiting_flag, std::uint3
 // Waits on a plain thread: spins briefly, then parks until the other side's transition wakes it.
 template <class T>
 void block_until(block<T>* b, waker& slot, std::uint32_t waiting_flag, std::uint32_t done_flags) {
-  for (int i = 0; i < spin_iterations; ++i) {
-    if (b->state.load(std::memory_order_acquire) & done_flags) return;
-    cpu_relax();
-  }
+  if (postal::detail::spin_until([&] { return (b->state.load(std::memory_order_acquire) & done_flags) != 0; }))
+    return;
   postal::detail::thread_parker parker;
   bool registered = false;
   if (register_waker(b, slot, parker.make_waker(), waiting_flag, done_flags, registered)) parker.park();

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <mutex>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <utility>
 
 namespace postal {
@@ -113,6 +115,36 @@ inline void check_may_block(const char* operation) {
   if (on_executor_thread)
     throw std::logic_error(std::string(operation) +
                            " would block a runtime worker thread; use co_await in a task instead");
+}
+
+/// Busy-waiting hint for the short spins of the blocking forms.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#else
+  std::this_thread::yield();
+#endif
+}
+
+/// How long a blocking form spins before it parks its thread. A reply from a task usually comes within a
+/// few microseconds, while parking and being woken costs two futex calls and often more than the reply
+/// itself; spinning this long costs at most this much CPU per wait that ends up parked anyway.
+inline constexpr std::chrono::microseconds blocking_spin_time{200};
+
+/// Spins (pausing the CPU) until `ready()` or until blocking_spin_time has passed; returns ready().
+template <class Ready>
+bool spin_until(Ready&& ready) {
+  if (ready()) return true;
+  const auto give_up = std::chrono::steady_clock::now() + blocking_spin_time;
+  for (;;) {
+    for (int i = 0; i < 32; ++i) {
+      cpu_relax();
+      if (ready()) return true;
+    }
+    if (std::chrono::steady_clock::now() >= give_up) return ready();
+  }
 }
 
 /// Parks a plain thread until a waker made by make_waker() is woken. Lives on the blocked thread's stack.

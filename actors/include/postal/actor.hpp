@@ -1,0 +1,624 @@
+// postal actors: a class with one bounded mailbox of one message type (a std::variant of message structs)
+// and one handler per type, run as a task on postal's runtime; actor_ref<Message>, its typed address, with
+// tell (backpressure), try_tell, blocking_tell, ask (a oneshot reply inside the request) and monitor; and
+// the lifecycle around it: start and stop hooks, stop policies, supervision with restart intensity.
+// Not for: the channels themselves (mailboxes/) or scheduling (runtime.hpp).
+//
+// The framework calls exactly these members of your actor class, and nothing else:
+//   handle(M&)        one per message type M of the variant; returns void or postal::task<void>
+//   on_start()        optional; before the first message (and after each restart); void or task<void>
+//   on_stop(reason)   optional; once, after the last message; void or task<void>
+#pragma once
+
+#include <postal/mpsc.hpp>
+#include <postal/oneshot.hpp>
+#include <postal/runtime.hpp>
+#include <postal/task.hpp>
+#include <postal/time.hpp>
+#include <postal/watch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+namespace postal {
+
+/// The reply half of a request: a message that expects an answer carries one as its `reply` member, and
+/// the handler answers with `reply.send(value)`. Dropping it unanswered gives the asker an error.
+template <class T>
+using responder = oneshot::sender<T>;
+
+/// How an actor ended.
+struct exit_reason {
+  enum class kind_type {
+    normal,  // it called stop(), or every actor_ref to it was gone and its mailbox drained
+    failed,  // a handler or hook threw and its supervision policy stopped it; `message` says what
+    killed,  // stopped from outside: actor_ref::kill() or runtime shutdown
+  };
+  kind_type kind = kind_type::normal;
+  std::string message;
+
+  bool is_normal() const noexcept { return kind == kind_type::normal; }
+  bool is_failed() const noexcept { return kind == kind_type::failed; }
+  bool is_killed() const noexcept { return kind == kind_type::killed; }
+  friend bool operator==(const exit_reason&, const exit_reason&) = default;
+};
+
+/// What an actor does with the messages still queued when it stops.
+enum class stop_mode {
+  drain,  // handle every message already queued, then stop (new tells fail)
+  drop,   // destroy them unhandled: their askers get ask_error::no_reply
+};
+
+/// What happens when a handler (or on_start) throws.
+struct supervision {
+  enum class policy_type {
+    stop,      // the actor stops, its exit reason is failed
+    restart,   // a fresh actor object (built again from the spawn arguments) takes over the same mailbox
+    escalate,  // the failure becomes its supervisor's failure (the actor that spawned it as a child);
+               // without a supervisor, the same as stop
+  };
+  policy_type policy = policy_type::stop;
+  /// Restart intensity, as in Erlang/OTP: more than max_restarts restarts within `period` stop the actor.
+  std::size_t max_restarts = 3;
+  std::chrono::steady_clock::duration period = std::chrono::seconds(5);
+
+  static supervision stop() { return {}; }
+  static supervision restart(std::size_t max_restarts = 3,
+                             std::chrono::steady_clock::duration period = std::chrono::seconds(5)) {
+    return {policy_type::restart, max_restarts, period};
+  }
+  static supervision escalate() { return {policy_type::escalate}; }
+};
+
+/// Settings chosen when spawning an actor.
+struct actor_options {
+  /// Mailbox capacity: a tell waits (backpressure) while this many messages are queued.
+  std::size_t mailbox_capacity = 1024;
+  /// Messages handled in a row before the actor yields its worker to other work.
+  std::size_t batch = 128;
+  supervision on_failure = {};
+};
+
+/// Why an ask gave no answer.
+enum class ask_error {
+  closed,    // the actor was not taking messages (stopped, or stopping)
+  no_reply,  // the request was dropped unanswered: the actor stopped, or its handler threw
+  timeout,   // no answer before the deadline (a late answer is discarded)
+};
+
+/// Why a tell failed; the message comes back.
+template <class M>
+struct tell_error {
+  M message;
+};
+/// Why a try_tell failed; the message comes back.
+template <class M>
+struct try_tell_error {
+  enum class kind_type { full, closed };
+  kind_type kind;
+  M message;
+  bool is_full() const noexcept { return kind == kind_type::full; }
+  bool is_closed() const noexcept { return kind == kind_type::closed; }
+};
+
+template <class Message>
+class actor_ref;
+template <class Message>
+class actor;
+
+namespace detail {
+
+template <class T, class Variant>
+struct is_alternative : std::false_type {};
+template <class T, class... Ts>
+struct is_alternative<T, std::variant<Ts...>> : std::disjunction<std::is_same<T, Ts>...> {};
+
+template <class R>
+struct responder_traits : std::false_type {};
+template <class T>
+struct responder_traits<oneshot::sender<T>> : std::true_type {
+  using value_type = T;
+};
+
+// A request: a message with a `reply` member that is a responder<T>.
+template <class M>
+concept has_responder = requires(M& m) { m.reply; } && responder_traits<std::remove_cvref_t<decltype(M::reply)>>::value;
+
+// A request from outside the actor's own handlers: stop or kill it, or a child's escalated failure.
+struct control_request {
+  enum class kind_type { stop, escalated_failure };
+  kind_type kind = kind_type::stop;
+  stop_mode mode = stop_mode::drop;
+  exit_reason reason;
+};
+
+// Put in the mailbox only to wake an actor that waits for messages; the request itself is in the
+// control block, so a full mailbox cannot lose it.
+struct nudge {};
+
+template <class Message>
+using envelope = std::variant<Message, nudge>;
+
+// What an actor's refs, its runner and its children share besides the mailbox: pending control requests
+// and the exit status that monitors watch.
+class control_block {
+ public:
+  control_block() : exit_(watch::channel<std::optional<exit_reason>>(std::nullopt)) {}
+
+  // Records a request (the first one wins, except that a failure replaces a stop), raises the flag and
+  // nudges the actor in case it waits for messages.
+  void post(control_request request) {
+    {
+      std::lock_guard lock(lock_);
+      if (!request_ || request.kind == control_request::kind_type::escalated_failure) request_ = std::move(request);
+    }
+    pending_.store(true, std::memory_order_release);
+    if (nudge_) nudge_();
+  }
+  // Set once at spawn: puts a nudge in the actor's mailbox if there is room (a full mailbox means the actor
+  // will look at the flag after its current message anyway).
+  void set_nudge(std::function<void()> nudge) { nudge_ = std::move(nudge); }
+  bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
+  std::optional<control_request> take() {
+    std::lock_guard lock(lock_);
+    pending_.store(false, std::memory_order_relaxed);
+    return std::exchange(request_, std::nullopt);
+  }
+
+  watch::receiver<std::optional<exit_reason>> subscribe() const { return exit_.first.subscribe(); }
+  void finish(exit_reason reason) { exit_.first.send_replace(std::move(reason)); }
+  bool finished() const { return exit_.first.borrow()->has_value(); }
+
+ private:
+  std::atomic<bool> pending_{false};
+  std::mutex lock_;
+  std::optional<control_request> request_;
+  std::pair<watch::sender<std::optional<exit_reason>>, watch::receiver<std::optional<exit_reason>>> exit_;
+  std::function<void()> nudge_;
+};
+
+}  // namespace detail
+
+/// Awaits an actor's end: `co_await monitor.exit()` in a task, `monitor.blocking_exit()` on a plain thread.
+class actor_monitor {
+ public:
+  explicit actor_monitor(watch::receiver<std::optional<exit_reason>> status) : status_(std::move(status)) {}
+
+  /// The exit reason, once the actor has ended (at once if it already has).
+  task<exit_reason> exit() {
+    auto ended = co_await status_.wait_for([](const std::optional<exit_reason>& r) { return r.has_value(); });
+    if (!ended) co_return exit_reason{exit_reason::kind_type::killed, "the actor's runtime went away"};
+    co_return (**ended).value();
+  }
+  exit_reason blocking_exit() {
+    auto ended = status_.blocking_wait_for([](const std::optional<exit_reason>& r) { return r.has_value(); });
+    if (!ended) return exit_reason{exit_reason::kind_type::killed, "the actor's runtime went away"};
+    return (**ended).value();
+  }
+  /// The exit reason if the actor has ended, without waiting.
+  std::optional<exit_reason> try_exit() const { return *status_.borrow(); }
+
+ private:
+  watch::receiver<std::optional<exit_reason>> status_;
+};
+
+namespace detail {
+template <class M>
+using reply_of = typename responder_traits<std::remove_cvref_t<decltype(M::reply)>>::value_type;
+template <class M, class Message>
+concept tellable = is_alternative<std::remove_cvref_t<M>, Message>::value;
+template <class M, class Message>
+concept askable = tellable<M, Message> && has_responder<M>;
+template <class A>
+struct actor_runner;
+template <class A, class... Args>
+actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, std::shared_ptr<control_block> supervisor,
+                                                     actor_options options, Args&&... args);
+
+template <class Message, class M>
+class tell_operation {
+ public:
+  tell_operation(mpsc::sender<envelope<Message>>& mailbox, envelope<Message>&& item)
+      : send_(mailbox.send(std::move(item))) {}
+  bool await_ready() { return send_.await_ready(); }
+  template <class Promise>
+  auto await_suspend(std::coroutine_handle<Promise> handle) {
+    return send_.await_suspend(handle);
+  }
+  expected<void, tell_error<M>> await_resume() {
+    auto sent = send_.await_resume();
+    if (sent) return {};
+    return unexpected{tell_error<M>{std::get<M>(std::get<0>(std::move(sent.error().value)))}};
+  }
+
+ private:
+  decltype(std::declval<mpsc::sender<envelope<Message>>&>().send(std::declval<envelope<Message>>())) send_;
+};
+}  // namespace detail
+
+/// The typed address of an actor whose mailbox takes `Message` (a std::variant of message types). Cheap to
+/// copy. Telling a type that is not one of the variant's alternatives does not compile. While any ref
+/// exists the actor keeps running (until it stops itself, is killed, or fails); once every ref is gone it
+/// handles what is queued and stops normally.
+template <class Message>
+class actor_ref {
+  using envelope = detail::envelope<Message>;
+
+ public:
+  using message_type = Message;
+
+  /// `co_await ref.tell(m)`: queues `m`, waiting while the mailbox is full (backpressure: the task waits,
+  /// its worker thread does not). Gives expected<void, tell_error<M>>: fails, handing the message back,
+  /// once the actor no longer takes messages. Cancel-safety: a tell destroyed while waiting sends nothing.
+  template <detail::tellable<Message> M>
+  detail::tell_operation<Message, M> tell(M message) {
+    return detail::tell_operation<Message, M>(mailbox_, envelope(std::in_place_index<0>, std::move(message)));
+  }
+
+  /// Queues `message` if there is room now; full or closed otherwise, with the message back. Never waits.
+  template <detail::tellable<Message> M>
+  expected<void, try_tell_error<M>> try_tell(M message) {
+    auto sent = mailbox_.try_send(envelope(std::in_place_index<0>, std::move(message)));
+    if (sent) return {};
+    using kind = typename try_tell_error<M>::kind_type;
+    return unexpected{try_tell_error<M>{sent.error().is_full() ? kind::full : kind::closed,
+                                        unwrap<M>(std::move(sent.error().value))}};
+  }
+
+  /// tell for plain threads: blocks while the mailbox is full. Throws std::logic_error on a worker thread.
+  template <detail::tellable<Message> M>
+  expected<void, tell_error<M>> blocking_tell(M message) {
+    auto sent = mailbox_.blocking_send(envelope(std::in_place_index<0>, std::move(message)));
+    if (sent) return {};
+    return unexpected{tell_error<M>{unwrap<M>(std::move(sent.error().value))}};
+  }
+
+  /// `co_await ref.ask(m)`: fills in the request's `reply` responder, tells it (waiting for room) and
+  /// returns the handler's answer, or ask_error::closed (the actor takes no messages) / no_reply (the
+  /// request was dropped unanswered: the actor stopped or the handler threw). Never hangs.
+  template <detail::askable<Message> M>
+  task<expected<detail::reply_of<M>, ask_error>> ask(M message) {
+    auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
+    message.reply = std::move(reply);
+    envelope request(std::in_place_index<0>, std::move(message));
+    if (!co_await mailbox_.send(std::move(request))) co_return unexpected{ask_error::closed};
+    auto value = co_await answer;
+    if (!value) co_return unexpected{ask_error::no_reply};
+    co_return std::move(*value);
+  }
+
+  /// ask with a deadline: ask_error::timeout if no answer came within `timeout` (the wait for mailbox room
+  /// counts); a late answer is discarded.
+  template <detail::askable<Message> M>
+  task<expected<detail::reply_of<M>, ask_error>> ask(M message, std::chrono::steady_clock::duration timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
+    message.reply = std::move(reply);
+    envelope request(std::in_place_index<0>, std::move(message));
+    auto sent = co_await mailbox_.send_timeout(std::move(request), timeout);
+    if (!sent) co_return unexpected{sent.error().is_timeout() ? ask_error::timeout : ask_error::closed};
+    auto value = co_await answer.recv_until(deadline);
+    if (!value) co_return unexpected{value.error().is_timeout() ? ask_error::timeout : ask_error::no_reply};
+    co_return std::move(*value);
+  }
+
+  /// ask for plain threads: blocks until the answer or the error. Throws std::logic_error on a worker thread.
+  template <detail::askable<Message> M>
+  expected<detail::reply_of<M>, ask_error> blocking_ask(M message) {
+    auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
+    message.reply = std::move(reply);
+    if (!mailbox_.blocking_send(envelope(std::in_place_index<0>, std::move(message))))
+      return unexpected{ask_error::closed};
+    auto value = answer.blocking_recv();
+    if (!value) return unexpected{ask_error::no_reply};
+    return std::move(*value);
+  }
+
+  /// blocking_ask with a deadline.
+  template <detail::askable<Message> M>
+  expected<detail::reply_of<M>, ask_error> blocking_ask(M message, std::chrono::steady_clock::duration timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
+    message.reply = std::move(reply);
+    auto sent = mailbox_.blocking_send_timeout(envelope(std::in_place_index<0>, std::move(message)), timeout);
+    if (!sent) return unexpected{sent.error().is_timeout() ? ask_error::timeout : ask_error::closed};
+    auto value = answer.blocking_recv_until(deadline);
+    if (!value) return unexpected{value.error().is_timeout() ? ask_error::timeout : ask_error::no_reply};
+    return std::move(*value);
+  }
+
+  /// Stops the actor from outside: after the message it is handling now, it drops what is queued (their
+  /// askers get no_reply) and stops with exit reason killed. Never waits; monitor() to wait for the end.
+  void kill() {
+    control_->post({detail::control_request::kind_type::stop, stop_mode::drop,
+                    exit_reason{exit_reason::kind_type::killed, "killed"}});
+  }
+
+  /// A monitor whose exit() gives this actor's exit reason.
+  actor_monitor monitor() const { return actor_monitor(control_->subscribe()); }
+
+  /// True once the actor no longer takes messages.
+  bool is_closed() const noexcept { return mailbox_.is_closed(); }
+  /// Free mailbox slots now.
+  std::size_t capacity() const noexcept { return mailbox_.capacity(); }
+  bool same_actor(const actor_ref& other) const noexcept { return mailbox_.same_channel(other.mailbox_); }
+
+ private:
+  template <class A>
+  friend struct detail::actor_runner;
+  friend class actor<Message>;
+  template <class A, class... Args>
+  friend actor_ref<typename A::message_type> detail::spawn_actor_with(runtime&, std::shared_ptr<detail::control_block>,
+                                                                      actor_options, Args&&...);
+
+  actor_ref(mpsc::sender<envelope> mailbox, std::shared_ptr<detail::control_block> control)
+      : mailbox_(std::move(mailbox)), control_(std::move(control)) {}
+
+  template <class M>
+  static M unwrap(envelope&& item) {
+    return std::get<M>(std::get<0>(std::move(item)));
+  }
+
+  mpsc::sender<envelope> mailbox_;
+  std::shared_ptr<detail::control_block> control_;
+};
+
+namespace detail {
+// How an actor reaches itself without keeping itself alive: a weak mailbox sender.
+template <class Message>
+struct actor_identity {
+  mpsc::weak_sender<envelope<Message>> mailbox;
+  std::shared_ptr<control_block> control;
+  postal::runtime* runtime = nullptr;
+};
+}  // namespace detail
+
+/// The base class of an actor whose mailbox takes `Message`. Derive from it, give your class a
+/// `handle(M&)` per message type, and spawn it with postal::spawn_actor. The members the framework calls
+/// are listed at the top of this header; everything else in your class is yours.
+template <class Message>
+class actor {
+ public:
+  using message_type = Message;
+
+  actor() = default;
+  actor(const actor&) = delete;
+  actor& operator=(const actor&) = delete;
+  virtual ~actor() = default;
+
+ protected:
+  /// This actor's own address. It does not keep the actor alive. Throws std::logic_error when no other
+  /// ref exists any more (the actor is then handling its last queued messages before it stops).
+  actor_ref<Message> self() const {
+    auto mailbox = identity_->mailbox.upgrade();
+    if (!mailbox) throw std::logic_error("postal::actor::self: every ref to this actor is gone; it is stopping");
+    return actor_ref<Message>(std::move(*mailbox), identity_->control);
+  }
+  /// Stops the actor after the current message: drain handles what is queued first, drop destroys it
+  /// (askers get no_reply). New tells fail from now on. The exit reason is normal.
+  void stop(stop_mode mode = stop_mode::drain) { requested_stop_ = mode; }
+  /// The runtime the actor runs on (to spawn tasks or other actors).
+  postal::runtime& runtime() const { return *identity_->runtime; }
+  /// Spawns an actor that this one supervises: when the child's policy is supervision::escalate, its
+  /// failure becomes this actor's failure, to which this actor's own policy applies.
+  template <class A, class... Args>
+  actor_ref<typename A::message_type> spawn_child(actor_options options, Args&&... args) {
+    return detail::spawn_actor_with<A>(runtime(), identity_->control, options, std::forward<Args>(args)...);
+  }
+
+ private:
+  template <class A>
+  friend struct detail::actor_runner;
+
+  const detail::actor_identity<Message>* identity_ = nullptr;
+  std::optional<stop_mode> requested_stop_;
+};
+
+namespace detail {
+
+template <class A>
+concept has_on_start = requires(A& a) { a.on_start(); };
+template <class A>
+concept has_on_stop = requires(A& a, const exit_reason& r) { a.on_stop(r); };
+
+// Calls a handler or hook: a void one at once (nothing returned), a coroutine one is returned to be awaited.
+template <class F>
+std::optional<task<void>> invoke_member(F&& call) {
+  using result = std::invoke_result_t<F>;
+  static_assert(std::is_void_v<result> || std::is_same_v<result, task<void>>,
+                "actor handlers and hooks return void or postal::task<void>");
+  if constexpr (std::is_void_v<result>) {
+    std::forward<F>(call)();
+    return std::nullopt;
+  } else {
+    return std::forward<F>(call)();
+  }
+}
+
+std::string describe(std::exception_ptr error);
+void report_actor_failure(const std::string& what, bool restarting) noexcept;
+
+// Runs one actor as a task: the mailbox loop, stop requests, supervision. Owned by the task's frame.
+template <class A>
+struct actor_runner {
+  using Message = typename A::message_type;
+
+  actor_runner(std::function<std::unique_ptr<A>()> factory, mpsc::receiver<envelope<Message>> mailbox,
+               actor_identity<Message> identity, std::shared_ptr<control_block> supervisor, actor_options options)
+      : factory(std::move(factory)),
+        mailbox(std::move(mailbox)),
+        identity(std::move(identity)),
+        supervisor(std::move(supervisor)),
+        options(options) {}
+
+  std::function<std::unique_ptr<A>()> factory;
+  mpsc::receiver<envelope<Message>> mailbox;
+  actor_identity<Message> identity;
+  std::shared_ptr<control_block> supervisor;  // the parent's, when spawned as a child
+  actor_options options;
+
+  static std::optional<task<void>> dispatch(A& instance, Message& message) {
+    return std::visit(
+        [&instance](auto& alternative) {
+          static_assert(requires { instance.handle(alternative); },
+                        "the actor class has no handle(M&) for one of its message types");
+          return invoke_member([&] { return instance.handle(alternative); });
+        },
+        message);
+  }
+
+  // Closes the mailbox; with drop, destroys what is queued (their askers get no_reply).
+  void close_mailbox(stop_mode mode) {
+    mailbox.close();
+    if (mode == stop_mode::drop)
+      while (mailbox.try_recv()) {
+      }
+  }
+
+  // Marks the actor ended even if its task is cancelled at runtime shutdown, so monitors never hang.
+  struct exit_guard {
+    control_block* control;
+    ~exit_guard() {
+      if (!control->finished())
+        control->finish(exit_reason{exit_reason::kind_type::killed, "cancelled at runtime shutdown"});
+    }
+  };
+
+  static task<void> run(std::unique_ptr<actor_runner> owned) {
+    actor_runner& me = *owned;
+    exit_guard guard{me.identity.control.get()};
+    std::deque<std::chrono::steady_clock::time_point> restarts;
+    std::optional<exit_reason> reason;
+    std::unique_ptr<A> instance;
+    bool needs_start = true;
+    bool closed = false;
+    std::size_t in_a_row = 0;
+
+    for (;;) {
+      std::exception_ptr failure;
+      try {
+        if (needs_start) {
+          needs_start = false;
+          instance = me.factory();
+          instance->identity_ = &me.identity;
+          if constexpr (has_on_start<A>) {
+            if (auto started = invoke_member([&] { return instance->on_start(); })) co_await std::move(*started);
+          }
+        }
+        for (;;) {
+          if (instance->requested_stop_ && !closed) {
+            closed = true;
+            me.close_mailbox(*instance->requested_stop_);
+            reason = exit_reason{};
+          }
+          if (me.identity.control->pending()) {
+            if (auto request = me.identity.control->take()) {
+              if (request->kind == control_request::kind_type::escalated_failure)
+                throw std::runtime_error(request->reason.message);
+              closed = true;
+              me.close_mailbox(request->mode);
+              reason = std::move(request->reason);
+            }
+          }
+          std::optional<envelope<Message>> next;
+          if (auto ready = me.mailbox.try_recv()) {
+            next.emplace(std::move(*ready));
+            if (++in_a_row >= me.options.batch) {
+              in_a_row = 0;
+              co_await yield_now();
+            }
+          } else {
+            in_a_row = 0;
+            next = co_await me.mailbox.recv();
+          }
+          if (!next) break;                  // closed (or every ref gone) and drained
+          if (next->index() == 1) continue;  // a nudge: the control block was checked above
+          if (auto pending = dispatch(*instance, std::get<0>(*next))) co_await std::move(*pending);
+        }
+        break;
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      // A handler or hook threw. The message it handled is destroyed by now, so its asker got no_reply.
+      const std::string what = describe(failure);
+      const supervision& policy = me.options.on_failure;
+      if (policy.policy == supervision::policy_type::restart) {
+        const auto now = std::chrono::steady_clock::now();
+        while (!restarts.empty() && now - restarts.front() > policy.period) restarts.pop_front();
+        if (restarts.size() < policy.max_restarts) {
+          restarts.push_back(now);
+          report_actor_failure(what, true);
+          instance.reset();
+          needs_start = true;
+          continue;
+        }
+        reason = exit_reason{exit_reason::kind_type::failed,
+                             what + " (restarted " + std::to_string(policy.max_restarts) + " times within " +
+                                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(policy.period)
+                                                    .count()) +
+                                 " ms: giving up)"};
+      } else {
+        reason = exit_reason{exit_reason::kind_type::failed, what};
+        if (policy.policy == supervision::policy_type::escalate && me.supervisor)
+          me.supervisor->post({control_request::kind_type::escalated_failure, stop_mode::drop,
+                               exit_reason{exit_reason::kind_type::failed, "a child actor failed: " + what}});
+      }
+      report_actor_failure(what, false);
+      me.close_mailbox(stop_mode::drop);
+      break;
+    }
+    if (!reason) reason = exit_reason{};
+    if constexpr (has_on_stop<A>) {
+      if (instance) {
+        try {
+          if (auto stopping = invoke_member([&] { return instance->on_stop(*reason); }))
+            co_await std::move(*stopping);
+        } catch (...) {
+          report_actor_failure("on_stop threw: " + describe(std::current_exception()), false);
+        }
+      }
+    }
+    instance.reset();
+    me.identity.control->finish(std::move(*reason));
+  }
+};
+
+template <class A, class... Args>
+actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, std::shared_ptr<control_block> supervisor,
+                                                     actor_options options, Args&&... args) {
+  using Message = typename A::message_type;
+  static_assert(std::is_base_of_v<actor<Message>, A>, "an actor class derives from postal::actor<Message>");
+  auto [tx, rx] = mpsc::channel<envelope<Message>>(options.mailbox_capacity);
+  auto control = std::make_shared<control_block>();
+  control->set_nudge([weak = tx.downgrade()] {
+    if (auto mailbox = weak.upgrade()) (void)mailbox->try_send(envelope<Message>(std::in_place_index<1>));
+  });
+  auto runner = std::make_unique<actor_runner<A>>(
+      [... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); }, std::move(rx),
+      actor_identity<Message>{tx.downgrade(), control, &rt}, std::move(supervisor), options);
+  actor_ref<Message> ref(std::move(tx), std::move(control));
+  (void)rt.spawn(actor_runner<A>::run(std::move(runner)));
+  return ref;
+}
+
+}  // namespace detail
+
+/// Spawns an actor of class A (derived from postal::actor<Message>) on `rt`, built as A(args...). The
+/// arguments are copied and kept, to build a fresh A when its supervision policy restarts it.
+template <class A, class... Args>
+actor_ref<typename A::message_type> spawn_actor(runtime& rt, actor_options options, Args&&... args) {
+  return detail::spawn_actor_with<A>(rt, nullptr, options, std::forward<Args>(args)...);
+}
+
+}  // namespace postal

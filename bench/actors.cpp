@@ -1,0 +1,244 @@
+// The actor scenarios of postal-bench, each next to its twin written with plain CAF 0.17.6 actors:
+// actor_tell, actor_ask, thread_ask (suffix _caf for CAF). The twins run on an actor system configured as
+// a CAF user gets it (CAF's defaults, 2 workers), not on postal's tuned runtime. Every scenario checks its
+// count and sum and fails loudly when a message is lost or duplicated.
+#include <postal/actor.hpp>
+#include <postal/runtime.hpp>
+
+#include <caf/all.hpp>
+
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <variant>
+
+#include "bench.hpp"
+
+namespace {
+
+constexpr std::uint64_t tell_messages = 10'000'000;
+constexpr std::uint64_t ask_round_trips = 1'000'000;
+constexpr std::uint64_t thread_round_trips = 100'000;
+constexpr std::uint64_t expected_sum(std::uint64_t n) { return n * (n - 1) / 2; }
+
+postal::runtime_options bench_runtime() { return postal::runtime_options{.workers = bench::workers()}; }
+
+// The actor system of the CAF twins: CAF's own defaults, with the same worker count as postal's runtime.
+struct plain_caf_config {
+  plain_caf_config() { config.set("scheduler.max-threads", static_cast<std::int64_t>(bench::workers())); }
+  caf::actor_system_config config;
+};
+struct plain_caf : plain_caf_config {  // the base is built first: the config is complete before the system
+  caf::actor_system system{config};
+};
+
+// --- actor_tell: one actor tells another 10 M u64 (postal: bounded mailbox 1024) ---
+
+struct number {
+  std::uint64_t value = 0;
+};
+using sink_message = std::variant<number>;
+
+class sink : public postal::actor<sink_message> {
+ public:
+  sink(std::uint64_t expected, std::shared_ptr<postal::oneshot::sender<std::uint64_t>> done)
+      : expected_(expected), done_(std::move(done)) {}
+  void handle(number& m) {
+    sum_ += m.value;
+    if (++count_ == expected_) (void)done_->send(sum_);
+  }
+
+ private:
+  std::uint64_t expected_;
+  std::shared_ptr<postal::oneshot::sender<std::uint64_t>> done_;
+  std::uint64_t count_ = 0;
+  std::uint64_t sum_ = 0;
+};
+
+struct pour {
+  std::uint64_t count = 0;
+};
+using source_message = std::variant<pour>;
+
+class source : public postal::actor<source_message> {
+ public:
+  explicit source(postal::actor_ref<sink_message> target) : target_(std::move(target)) {}
+  postal::task<void> handle(pour& m) {
+    for (std::uint64_t i = 0; i < m.count; ++i) {
+      number n{i};
+      auto sent = co_await target_.tell(std::move(n));
+      bench::check(sent.has_value(), "actor_tell: the sink stopped early");
+    }
+  }
+
+ private:
+  postal::actor_ref<sink_message> target_;
+};
+
+const bench::scenario actor_tell("actor_tell", [] {
+  postal::runtime rt(bench_runtime());
+  auto [done_tx, done_rx] = postal::oneshot::channel<std::uint64_t>();
+  auto target = postal::spawn_actor<sink>(rt, postal::actor_options{.mailbox_capacity = 1024}, tell_messages,
+                                          std::make_shared<postal::oneshot::sender<std::uint64_t>>(std::move(done_tx)));
+  auto from = postal::spawn_actor<source>(rt, postal::actor_options{}, target);
+  auto start = bench::clock::now();
+  bench::check(from.blocking_tell(pour{tell_messages}).has_value(), "actor_tell: the source is gone");
+  auto sum = done_rx.blocking_recv();
+  double seconds = bench::seconds_since(start);
+  bench::check(sum.has_value() && *sum == expected_sum(tell_messages), "actor_tell: wrong sum: lost or duplicated");
+  return bench::outcome{tell_messages, seconds, {}};
+});
+
+const bench::scenario actor_tell_caf("actor_tell_caf", [] {
+  plain_caf caf_runtime;
+  caf::actor_system& system = caf_runtime.system;
+  std::promise<std::uint64_t> done;
+  auto target = system.spawn([](caf::event_based_actor*, std::promise<std::uint64_t>* done) -> caf::behavior {
+    auto state = std::make_shared<std::pair<std::uint64_t, std::uint64_t>>(0, 0);  // count, sum
+    return {[=](std::uint64_t value) {
+      state->second += value;
+      if (++state->first == tell_messages) done->set_value(state->second);
+    }};
+  }, &done);
+  auto from = system.spawn([](caf::event_based_actor* self, caf::actor target) -> caf::behavior {
+    return {[=](caf::ok_atom) {
+      for (std::uint64_t i = 0; i < tell_messages; ++i) self->send(target, i);
+    }};
+  }, target);
+  auto start = bench::clock::now();
+  caf::anon_send(from, caf::ok_atom::value);
+  std::uint64_t sum = done.get_future().get();
+  double seconds = bench::seconds_since(start);
+  bench::check(sum == expected_sum(tell_messages), "actor_tell_caf: wrong sum");
+  caf::anon_send_exit(from, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(target, caf::exit_reason::user_shutdown);
+  return bench::outcome{tell_messages, seconds, {}};
+});
+
+// --- actor_ask: an actor asks another and awaits each reply, 1 M sequential round trips ---
+
+struct increment {
+  std::uint64_t value = 0;
+  postal::responder<std::uint64_t> reply;
+};
+using counter_message = std::variant<increment>;
+
+class counter : public postal::actor<counter_message> {
+ public:
+  void handle(increment& m) {
+    total_ += m.value;
+    (void)m.reply.send(total_);
+  }
+
+ private:
+  std::uint64_t total_ = 0;
+};
+
+struct run_asks {
+  std::uint64_t count = 0;
+  postal::responder<std::uint64_t> reply;
+};
+using asker_message = std::variant<run_asks>;
+
+class asker : public postal::actor<asker_message> {
+ public:
+  explicit asker(postal::actor_ref<counter_message> target) : target_(std::move(target)) {}
+  postal::task<void> handle(run_asks& m) {
+    std::uint64_t last = 0;
+    for (std::uint64_t i = 0; i < m.count; ++i) {
+      increment request{i, {}};  // a named local: g++ 12 miscompiles braced temporaries in co_await
+      auto answer = co_await target_.ask(std::move(request));
+      bench::check(answer.has_value(), "actor_ask: a request got no reply");
+      last = *answer;
+    }
+    (void)m.reply.send(last);
+  }
+
+ private:
+  postal::actor_ref<counter_message> target_;
+};
+
+const bench::scenario actor_ask("actor_ask", [] {
+  postal::runtime rt(bench_runtime());
+  auto target = postal::spawn_actor<counter>(rt, postal::actor_options{});
+  auto client = postal::spawn_actor<asker>(rt, postal::actor_options{}, target);
+  auto start = bench::clock::now();
+  auto last = client.blocking_ask(run_asks{ask_round_trips, {}});
+  double seconds = bench::seconds_since(start);
+  bench::check(last.has_value() && *last == expected_sum(ask_round_trips), "actor_ask: wrong final total");
+  return bench::outcome{ask_round_trips, seconds, {}};
+});
+
+const bench::scenario actor_ask_caf("actor_ask_caf", [] {
+  plain_caf caf_runtime;
+  caf::actor_system& system = caf_runtime.system;
+  auto target = system.spawn([]() -> caf::behavior {
+    auto total = std::make_shared<std::uint64_t>(0);
+    return {[=](std::uint64_t value) { return *total += value; }};
+  });
+  std::promise<std::uint64_t> done;
+  auto client = system.spawn([](caf::event_based_actor* self, caf::actor target,
+                                std::promise<std::uint64_t>* done) -> caf::behavior {
+    auto next = std::make_shared<std::function<void(std::uint64_t)>>();
+    *next = [=](std::uint64_t i) {
+      self->request(target, caf::infinite, i).then([=](std::uint64_t total) {
+        if (i + 1 == ask_round_trips)
+          done->set_value(total);
+        else
+          (*next)(i + 1);
+      });
+    };
+    return {[=](caf::ok_atom) { (*next)(0); }};
+  }, target, &done);
+  auto start = bench::clock::now();
+  caf::anon_send(client, caf::ok_atom::value);
+  std::uint64_t last = done.get_future().get();
+  double seconds = bench::seconds_since(start);
+  bench::check(last == expected_sum(ask_round_trips), "actor_ask_caf: wrong final total");
+  caf::anon_send_exit(client, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(target, caf::exit_reason::user_shutdown);
+  return bench::outcome{ask_round_trips, seconds, {}};
+});
+
+// --- thread_ask: the main thread asks an actor and blocks for each reply, 100 k round trips ---
+
+const bench::scenario thread_ask("thread_ask", [] {
+  postal::runtime rt(bench_runtime());
+  auto target = postal::spawn_actor<counter>(rt, postal::actor_options{});
+  std::uint64_t last = 0;
+  auto start = bench::clock::now();
+  for (std::uint64_t i = 0; i < thread_round_trips; ++i) {
+    auto answer = target.blocking_ask(increment{i, {}});
+    bench::check(answer.has_value(), "thread_ask: a request got no reply");
+    last = *answer;
+  }
+  double seconds = bench::seconds_since(start);
+  bench::check(last == expected_sum(thread_round_trips), "thread_ask: wrong final total");
+  return bench::outcome{thread_round_trips, seconds, {}};
+});
+
+const bench::scenario thread_ask_caf("thread_ask_caf", [] {
+  plain_caf caf_runtime;
+  caf::actor_system& system = caf_runtime.system;
+  auto target = system.spawn([]() -> caf::behavior {
+    auto total = std::make_shared<std::uint64_t>(0);
+    return {[=](std::uint64_t value) { return *total += value; }};
+  });
+  std::uint64_t last = 0;
+  bool failed = false;
+  auto start = bench::clock::now();
+  {
+    caf::scoped_actor self{system};
+    for (std::uint64_t i = 0; i < thread_round_trips && !failed; ++i) {
+      self->request(target, caf::infinite, i)
+          .receive([&](std::uint64_t total) { last = total; }, [&](caf::error&) { failed = true; });
+    }
+  }
+  double seconds = bench::seconds_since(start);
+  bench::check(!failed && last == expected_sum(thread_round_trips), "thread_ask_caf: wrong final total");
+  caf::anon_send_exit(target, caf::exit_reason::user_shutdown);
+  return bench::outcome{thread_round_trips, seconds, {}};
+});
+
+}  // namespace

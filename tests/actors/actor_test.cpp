@@ -1,0 +1,431 @@
+// Tests of postal actors: tell / ask from tasks and plain threads, one message at a time (a handler that
+// awaits holds the mailbox), backpressure that suspends the sending task and not its worker, stop
+// policies, supervision (stop, restart with intensity, escalate), monitors, kill, and many actors.
+// Ordering is made deterministic with oneshot gates and latches, never with sleeps.
+#include <postal/actor.hpp>
+#include <postal/runtime.hpp>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+namespace {
+
+using postal::actor_options;
+using postal::ask_error;
+using postal::exit_reason;
+using postal::runtime;
+using postal::runtime_options;
+using postal::supervision;
+using postal::task;
+
+// --- a key-value actor -------------------------------------------------------------------------------
+
+struct put {
+  std::string key;
+  int value = 0;
+};
+struct get {
+  std::string key;
+  postal::responder<std::optional<int>> reply;
+};
+struct boom {};                  // the handler throws
+struct count {                   // how many messages this instance has handled
+  postal::responder<int> reply;
+};
+struct quit {
+  postal::stop_mode mode = postal::stop_mode::drain;
+};
+using kv_message = std::variant<put, get, boom, count, quit>;
+
+class kv_store : public postal::actor<kv_message> {
+ public:
+  explicit kv_store(std::shared_ptr<std::atomic<int>> starts = nullptr) : starts_(std::move(starts)) {}
+  void on_start() {
+    if (starts_) starts_->fetch_add(1);
+  }
+  void handle(put& m) {
+    data_[m.key] = m.value;
+    ++handled_;
+  }
+  void handle(get& m) {
+    ++handled_;
+    auto found = data_.find(m.key);
+    (void)m.reply.send(found == data_.end() ? std::nullopt : std::optional<int>(found->second));
+  }
+  void handle(boom&) { throw std::runtime_error("boom"); }
+  void handle(count& m) { (void)m.reply.send(++handled_); }
+  void handle(quit& m) { stop(m.mode); }
+
+ private:
+  std::shared_ptr<std::atomic<int>> starts_;
+  std::map<std::string, int> data_;
+  int handled_ = 0;
+};
+
+task<std::optional<int>> put_then_get(postal::actor_ref<kv_message> kv) {
+  put first{"a", 1};
+  co_await kv.tell(std::move(first));
+  get request{"a", {}};  // a named local: g++ 12 miscompiles braced temporaries inside co_await
+  auto answer = co_await kv.ask(std::move(request));
+  co_return answer ? *answer : std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("an actor answers tell and ask from a task and from main", "[actor]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto kv = postal::spawn_actor<kv_store>(rt, actor_options{});
+  CHECK(rt.block_on(put_then_get(kv)) == std::optional<int>(1));
+
+  REQUIRE(kv.blocking_tell(put{"b", 2}));
+  auto answer = kv.blocking_ask(get{"b", {}});
+  REQUIRE(answer);
+  CHECK(*answer == std::optional<int>(2));
+  auto missing = kv.blocking_ask(get{"zzz", {}});
+  REQUIRE(missing);
+  CHECK_FALSE(missing->has_value());
+
+  auto monitor = kv.monitor();
+  { auto last = std::move(kv); }  // every ref gone: it drains and stops normally
+  CHECK(monitor.blocking_exit() == exit_reason{});
+}
+
+TEST_CASE("an actor asks another actor from its handler", "[actor]") {
+  struct relay_get {
+    std::string key;
+    postal::responder<std::optional<int>> reply;
+  };
+  using relay_message = std::variant<relay_get>;
+  class relay : public postal::actor<relay_message> {
+   public:
+    explicit relay(postal::actor_ref<kv_message> store) : store_(std::move(store)) {}
+    task<void> handle(relay_get& m) {
+      get request{m.key, {}};
+      auto answer = co_await store_.ask(std::move(request));
+      (void)m.reply.send(answer ? *answer : std::nullopt);
+    }
+
+   private:
+    postal::actor_ref<kv_message> store_;
+  };
+  runtime rt(runtime_options{.workers = 2});
+  auto kv = postal::spawn_actor<kv_store>(rt, actor_options{});
+  REQUIRE(kv.blocking_tell(put{"x", 7}));
+  auto front = postal::spawn_actor<relay>(rt, actor_options{}, kv);
+  auto answer = front.blocking_ask(relay_get{"x", {}});
+  REQUIRE(answer);
+  CHECK(*answer == std::optional<int>(7));
+}
+
+TEST_CASE("while a handler awaits, the actor takes no other message", "[actor]") {
+  struct hold {
+    postal::oneshot::sender<int> entered;
+    std::shared_ptr<postal::oneshot::receiver<int>> gate;
+  };
+  struct note {};
+  struct seen {
+    postal::responder<int> reply;
+  };
+  using message = std::variant<hold, note, seen>;
+  class holder : public postal::actor<message> {
+   public:
+    task<void> handle(hold& m) {
+      (void)m.entered.send(1);
+      (void)co_await *m.gate;  // the mailbox waits with us
+    }
+    void handle(note&) { ++notes_; }
+    void handle(seen& m) { (void)m.reply.send(notes_); }
+
+   private:
+    int notes_ = 0;
+  };
+  runtime rt(runtime_options{.workers = 2});
+  auto actor = postal::spawn_actor<holder>(rt, actor_options{.mailbox_capacity = 8});
+  auto [entered_tx, entered_rx] = postal::oneshot::channel<int>();
+  auto [gate_tx, gate_rx] = postal::oneshot::channel<int>();
+  REQUIRE(actor.blocking_tell(hold{std::move(entered_tx), std::make_shared<postal::oneshot::receiver<int>>(std::move(gate_rx))}));
+  REQUIRE(entered_rx.blocking_recv());
+  REQUIRE(actor.blocking_tell(note{}));
+  REQUIRE(actor.blocking_tell(note{}));
+  CHECK(actor.capacity() == 6);  // both notes still queued: nothing was taken while the handler waits
+  (void)gate_tx.send(1);
+  auto notes = actor.blocking_ask(seen{});
+  REQUIRE(notes);
+  CHECK(*notes == 2);
+}
+
+TEST_CASE("a full mailbox suspends the sending tasks, not their worker threads", "[actor][backpressure]") {
+  struct hold {
+    std::shared_ptr<postal::oneshot::receiver<int>> gate;
+  };
+  struct item {
+    int value = 0;
+  };
+  struct total {
+    postal::responder<long> reply;
+  };
+  using message = std::variant<hold, item, total>;
+  class sink : public postal::actor<message> {
+   public:
+    task<void> handle(hold& m) { (void)co_await *m.gate; }
+    void handle(item& m) { sum_ += m.value; }
+    void handle(total& m) { (void)m.reply.send(sum_); }
+
+   private:
+    long sum_ = 0;
+  };
+  constexpr int senders = 100;
+  runtime rt(runtime_options{.workers = 2});
+  auto blocked = postal::spawn_actor<sink>(rt, actor_options{.mailbox_capacity = 1});
+  auto [gate_tx, gate_rx] = postal::oneshot::channel<int>();
+  REQUIRE(blocked.blocking_tell(hold{std::make_shared<postal::oneshot::receiver<int>>(std::move(gate_rx))}));
+  std::vector<postal::join_handle<bool>> tellers;
+  for (int i = 1; i <= senders; ++i) {
+    tellers.push_back(rt.spawn([](postal::actor_ref<message> target, int value) -> task<bool> {
+      item one{value};
+      auto sent = co_await target.tell(std::move(one));
+      co_return sent.has_value();
+    }(blocked, i)));
+  }
+  // At most one teller got its item into the mailbox; the others wait. The workers are free: another
+  // actor still answers.
+  auto other = postal::spawn_actor<kv_store>(rt, actor_options{});
+  for (int round = 0; round < 10; ++round) {
+    REQUIRE(other.blocking_tell(put{"k", round}));
+    auto answer = other.blocking_ask(get{"k", {}});
+    REQUIRE(answer);
+    CHECK(*answer == std::optional<int>(round));
+  }
+  int finished = 0;
+  for (auto& t : tellers) finished += t.is_finished() ? 1 : 0;
+  CHECK(finished <= 1);
+  (void)gate_tx.send(1);
+  for (auto& t : tellers) CHECK(t.blocking_join());
+  auto sum = blocked.blocking_ask(total{});
+  REQUIRE(sum);
+  CHECK(*sum == senders * (senders + 1) / 2);
+}
+
+TEST_CASE("ask ends with an error, never a hang, when the actor stops or fails", "[actor][lifecycle]") {
+  runtime rt(runtime_options{.workers = 2});
+  SECTION("a request queued behind a stop that drops the mailbox gets no_reply") {
+    auto kv = postal::spawn_actor<kv_store>(rt, actor_options{});
+    // Either the get is queued before the actor handles the stop (dropped: no_reply) or after (closed).
+    REQUIRE(kv.blocking_tell(quit{postal::stop_mode::drop}));
+    auto late = kv.blocking_ask(get{"a", {}});
+    REQUIRE_FALSE(late);
+    CHECK((late.error() == ask_error::no_reply || late.error() == ask_error::closed));
+    CHECK(kv.monitor().blocking_exit() == exit_reason{});
+    auto after = kv.blocking_ask(get{"a", {}});
+    REQUIRE_FALSE(after);
+    CHECK(after.error() == ask_error::closed);
+  }
+  SECTION("a request that stays unanswered when the actor stops gets no_reply") {
+    struct keep {
+      postal::responder<int> reply;
+    };
+    using message = std::variant<keep>;
+    class keeper : public postal::actor<message> {
+     public:
+      void handle(keep& m) {
+        kept_ = std::move(m.reply);  // never answered
+        stop();
+      }
+
+     private:
+      postal::responder<int> kept_;
+    };
+    auto actor = postal::spawn_actor<keeper>(rt, actor_options{});
+    auto answer = actor.blocking_ask(keep{});
+    REQUIRE_FALSE(answer);
+    CHECK(answer.error() == ask_error::no_reply);
+  }
+  SECTION("the asker of a throwing handler gets no_reply and the monitor says why") {
+    struct fail {
+      postal::responder<int> reply;
+    };
+    using message = std::variant<fail>;
+    class thrower : public postal::actor<message> {
+     public:
+      void handle(fail&) { throw std::runtime_error("handler exploded"); }
+    };
+    auto actor = postal::spawn_actor<thrower>(rt, actor_options{});
+    auto monitor = actor.monitor();
+    auto answer = actor.blocking_ask(fail{});
+    REQUIRE_FALSE(answer);
+    CHECK(answer.error() == ask_error::no_reply);
+    auto reason = monitor.blocking_exit();
+    CHECK(reason.is_failed());
+    CHECK(reason.message == "handler exploded");
+    CHECK_FALSE(actor.blocking_tell(fail{}));  // it takes no more messages
+  }
+}
+
+TEST_CASE("supervision restarts an actor with fresh state and keeps its mailbox, within an intensity",
+          "[actor][supervision]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto starts = std::make_shared<std::atomic<int>>(0);
+  auto kv = postal::spawn_actor<kv_store>(rt, actor_options{.on_failure = supervision::restart(2)}, starts);
+  REQUIRE(kv.blocking_tell(put{"a", 1}));
+  auto before = kv.blocking_ask(count{});
+  REQUIRE(before);
+  CHECK(*before == 2);
+  // The failing message and the one queued behind it: the second is handled by the fresh instance.
+  auto monitor = kv.monitor();
+  REQUIRE(kv.blocking_tell(boom{}));
+  auto after_restart = kv.blocking_ask(get{"a", {}});
+  REQUIRE(after_restart);
+  CHECK_FALSE(after_restart->has_value());  // fresh state: the old data is gone
+  CHECK(starts->load() == 2);
+  REQUIRE(kv.blocking_tell(boom{}));
+  auto still_up = kv.blocking_ask(count{});
+  REQUIRE(still_up);
+  CHECK(*still_up == 1);
+  CHECK(starts->load() == 3);
+  REQUIRE(kv.blocking_tell(boom{}));  // the third failure within the period exceeds 2 restarts
+  auto reason = monitor.blocking_exit();
+  CHECK(reason.is_failed());
+  CHECK(reason.message.find("boom") != std::string::npos);
+  CHECK(starts->load() == 3);
+}
+
+TEST_CASE("escalate makes a child's failure its supervisor's failure", "[actor][supervision]") {
+  struct start_child {
+    postal::responder<int> reply;
+  };
+  struct poke_child {};
+  using parent_message = std::variant<start_child, poke_child>;
+  class parent : public postal::actor<parent_message> {
+   public:
+    void handle(start_child& m) {
+      child_ = spawn_child<kv_store>(actor_options{.on_failure = supervision::escalate()});
+      (void)m.reply.send(1);
+    }
+    task<void> handle(poke_child&) {
+      boom b;
+      (void)co_await child_->tell(std::move(b));
+    }
+
+   private:
+    std::optional<postal::actor_ref<kv_message>> child_;
+  };
+  runtime rt(runtime_options{.workers = 2});
+  auto boss = postal::spawn_actor<parent>(rt, actor_options{});
+  auto monitor = boss.monitor();
+  REQUIRE(boss.blocking_ask(start_child{}));
+  REQUIRE(boss.blocking_tell(poke_child{}));
+  auto reason = monitor.blocking_exit();
+  CHECK(reason.is_failed());
+  CHECK(reason.message == "a child actor failed: boom");
+}
+
+TEST_CASE("kill stops an actor from outside with exit reason killed; on_stop runs once", "[actor][lifecycle]") {
+  struct ping {
+    postal::responder<int> reply;
+  };
+  using message = std::variant<ping>;
+  class pinger : public postal::actor<message> {
+   public:
+    explicit pinger(std::shared_ptr<std::atomic<int>> stops) : stops_(std::move(stops)) {}
+    void handle(ping& m) { (void)m.reply.send(1); }
+    void on_stop(const exit_reason& reason) {
+      if (reason.is_killed()) stops_->fetch_add(1);
+    }
+
+   private:
+    std::shared_ptr<std::atomic<int>> stops_;
+  };
+  runtime rt(runtime_options{.workers = 2});
+  auto stops = std::make_shared<std::atomic<int>>(0);
+  auto actor = postal::spawn_actor<pinger>(rt, actor_options{}, stops);
+  REQUIRE(actor.blocking_ask(ping{}));
+  actor.kill();
+  CHECK(actor.monitor().blocking_exit().is_killed());
+  CHECK(stops->load() == 1);
+  auto answer = actor.blocking_ask(ping{});
+  REQUIRE_FALSE(answer);
+  CHECK(answer.error() == ask_error::closed);
+}
+
+TEST_CASE("ask with a timeout reports timeout and discards the late answer", "[actor][timers]") {
+  using namespace std::chrono_literals;
+  struct slow {
+    postal::responder<int> reply;
+    std::shared_ptr<postal::oneshot::receiver<int>> gate;
+  };
+  using message = std::variant<slow>;
+  class sluggard : public postal::actor<message> {
+   public:
+    task<void> handle(slow& m) {
+      (void)co_await *m.gate;
+      (void)m.reply.send(5);  // the asker has given up: the answer is discarded
+    }
+  };
+  runtime rt(runtime_options{.workers = 2});
+  auto actor = postal::spawn_actor<sluggard>(rt, actor_options{});
+  auto [gate_tx, gate_rx] = postal::oneshot::channel<int>();
+  auto gate = std::make_shared<postal::oneshot::receiver<int>>(std::move(gate_rx));
+  auto answer = rt.block_on([](postal::actor_ref<message> actor, std::shared_ptr<postal::oneshot::receiver<int>> gate)
+                                -> task<postal::expected<int, ask_error>> {
+    slow request{{}, gate};
+    co_return co_await actor.ask(std::move(request), 20ms);
+  }(actor, gate));
+  REQUIRE_FALSE(answer);
+  CHECK(answer.error() == ask_error::timeout);
+  auto blocking = actor.blocking_ask(slow{{}, gate}, 20ms);
+  REQUIRE_FALSE(blocking);
+  CHECK(blocking.error() == ask_error::timeout);
+  (void)gate_tx.send(1);
+}
+
+TEST_CASE("a hundred thousand actors pass a token around a ring", "[actor][stress]") {
+  struct token {
+    int hops_left = 0;
+    std::shared_ptr<postal::oneshot::sender<int>> done;
+  };
+  // A ring: each actor forwards the token to the next one until it has gone around.
+  using ring_message = std::variant<token>;
+  class station : public postal::actor<ring_message> {
+   public:
+    explicit station(std::shared_ptr<std::vector<postal::actor_ref<ring_message>>> ring, std::size_t index)
+        : ring_(std::move(ring)), index_(index) {}
+    task<void> handle(token& t) {
+      if (t.hops_left == 0) {
+        (void)t.done->send(static_cast<int>(index_));
+        co_return;
+      }
+      --t.hops_left;
+      auto& next = (*ring_)[(index_ + 1) % ring_->size()];
+      (void)co_await next.tell(std::move(t));
+    }
+
+   private:
+    std::shared_ptr<std::vector<postal::actor_ref<ring_message>>> ring_;
+    std::size_t index_;
+  };
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr std::size_t actors = 20'000;
+#else
+  constexpr std::size_t actors = 100'000;
+#endif
+  runtime rt(runtime_options{.workers = 2});
+  auto ring = std::make_shared<std::vector<postal::actor_ref<ring_message>>>();
+  ring->reserve(actors);
+  for (std::size_t i = 0; i < actors; ++i)
+    ring->push_back(postal::spawn_actor<station>(rt, actor_options{.mailbox_capacity = 4}, ring, i));
+  auto [done_tx, done_rx] = postal::oneshot::channel<int>();
+  token first{static_cast<int>(actors) * 2, std::make_shared<postal::oneshot::sender<int>>(std::move(done_tx))};
+  REQUIRE((*ring)[0].blocking_tell(std::move(first)));
+  auto last = done_rx.blocking_recv();
+  REQUIRE(last);
+  CHECK(*last == 0);  // two full laps end where they began
+  ring->clear();      // the stations hold the ring too: kill them to break the cycle
+}
