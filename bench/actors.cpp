@@ -7,11 +7,18 @@
 
 #include <caf/all.hpp>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <fstream>
 #include <future>
 #include <memory>
 #include <string>
+#include <thread>
 #include <variant>
+#include <vector>
 
 #include "bench.hpp"
 
@@ -242,3 +249,71 @@ const bench::scenario thread_ask_caf("thread_ask_caf", [] {
 });
 
 }  // namespace
+
+// --- spawn: spawn 1 M idle actors, then stop them all; also bytes_per_actor (resident growth / count) ---
+
+namespace {
+
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+
+std::size_t spawn_count() {
+  if (const char* value = std::getenv("POSTAL_BENCH_SPAWN")) return std::strtoul(value, nullptr, 10);
+  return 1'000'000;
+}
+
+struct nothing {};
+using idle_message = std::variant<nothing>;
+std::atomic<std::size_t> idle_started{0};
+class idle : public postal::actor<idle_message> {
+ public:
+  void on_start() { idle_started.fetch_add(1, std::memory_order_relaxed); }
+  void handle(nothing&) {}
+};
+
+std::string per_actor(std::size_t before, std::size_t after, std::size_t count) {
+  return "bytes_per_actor=" + std::to_string(after > before ? (after - before) / count : 0);
+}
+
+}  // namespace
+
+const bench::scenario spawn("spawn", [] {
+  const std::size_t count = spawn_count();
+  postal::runtime rt(bench_runtime());
+  std::vector<postal::actor_ref<idle_message>> refs;
+  refs.reserve(count);
+  const std::size_t before = resident_bytes();
+  auto start = bench::clock::now();
+  idle_started = 0;
+  for (std::size_t i = 0; i < count; ++i) refs.push_back(postal::spawn_actor<idle>(rt, postal::actor_options{}));
+  while (idle_started.load(std::memory_order_relaxed) < count) std::this_thread::yield();  // all are running
+  const std::size_t after = resident_bytes();
+  refs.clear();  // every ref gone: each actor stops normally
+  rt.shutdown();
+  double seconds = bench::seconds_since(start);
+  bench::check(rt.live_tasks() == 0, "spawn: an actor did not stop");
+  bench::check(refs.empty(), "spawn: refs left");
+  return bench::outcome{count, seconds, per_actor(before, after, count)};
+});
+
+const bench::scenario spawn_caf("spawn_caf", [] {
+  const std::size_t count = spawn_count();
+  plain_caf caf_runtime;
+  caf::actor_system& system = caf_runtime.system;
+  std::vector<caf::actor> actors;
+  actors.reserve(count);
+  const std::size_t before = resident_bytes();
+  auto start = bench::clock::now();
+  for (std::size_t i = 0; i < count; ++i)
+    actors.push_back(system.spawn([](caf::event_based_actor*, int) -> caf::behavior { return {[](int) {}}; }, 0));
+  const std::size_t after = resident_bytes();
+  for (auto& a : actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  actors.clear();
+  system.await_all_actors_done();
+  double seconds = bench::seconds_since(start);
+  return bench::outcome{count, seconds, per_actor(before, after, count)};
+});

@@ -429,3 +429,127 @@ TEST_CASE("a hundred thousand actors pass a token around a ring", "[actor][stres
   CHECK(*last == 0);  // two full laps end where they began
   ring->clear();      // the stations hold the ring too: kill them to break the cycle
 }
+
+TEST_CASE("delayed and periodic tells arrive through CAF's clock and stop when cancelled", "[actor][timers]") {
+  using namespace std::chrono_literals;
+  struct tick {
+    int tag = 0;
+  };
+  struct ticks {
+    postal::responder<std::vector<int>> reply;
+  };
+  struct notify_at {
+    int count = 0;
+    std::shared_ptr<postal::oneshot::sender<bool>> done;
+  };
+  using message = std::variant<tick, ticks, notify_at>;
+  class recorder : public postal::actor<message> {
+   public:
+    void handle(tick& m) {
+      seen_.push_back(m.tag);
+      if (waiter_ && static_cast<int>(seen_.size()) >= waiter_->count) {
+        (void)waiter_->done->send(true);
+        waiter_.reset();
+      }
+    }
+    void handle(ticks& m) { (void)m.reply.send(seen_); }
+    void handle(notify_at& m) {
+      if (static_cast<int>(seen_.size()) >= m.count)
+        (void)m.done->send(true);
+      else
+        waiter_ = m;
+    }
+
+   private:
+    std::vector<int> seen_;
+    std::optional<notify_at> waiter_;
+  };
+  runtime rt(runtime_options{.workers = 2});
+  auto actor = postal::spawn_actor<recorder>(rt, actor_options{});
+  auto wait_for_ticks = [&](int count) {
+    auto [done_tx, done_rx] = postal::oneshot::channel<bool>();
+    REQUIRE(actor.blocking_tell(notify_at{count, std::make_shared<postal::oneshot::sender<bool>>(std::move(done_tx))}));
+    REQUIRE(done_rx.blocking_recv());
+    auto seen = actor.blocking_ask(ticks{});
+    REQUIRE(seen);
+    return *seen;
+  };
+
+  SECTION("tell_after delivers once, after the delay; a cancelled one never arrives") {
+    const auto start = std::chrono::steady_clock::now();
+    auto cancelled = postal::tell_after(rt, actor, 20ms, tick{1});
+    cancelled.cancel();
+    auto kept = postal::tell_after(rt, actor, 30ms, tick{2});
+    auto marker = postal::tell_after(rt, actor, 300ms, tick{3});  // long after the cancelled one was due
+    auto seen = wait_for_ticks(2);
+    CHECK(std::chrono::steady_clock::now() - start >= 300ms);
+    CHECK(seen == std::vector<int>{2, 3});
+  }
+  SECTION("a dropped handle does not cancel") {
+    { auto dropped = postal::tell_after(rt, actor, 5ms, tick{7}); }
+    CHECK(wait_for_ticks(1) == std::vector<int>{7});
+  }
+  SECTION("tell_every repeats until cancelled") {
+    auto every = postal::tell_every(rt, actor, 5ms, tick{9});
+    auto seen = wait_for_ticks(3);
+    every.cancel();
+    const std::size_t at_cancel = seen.size();
+    auto marker = postal::tell_after(rt, actor, 100ms, tick{0});  // 20 periods later
+    auto after = wait_for_ticks(static_cast<int>(at_cancel) + 1);
+    // At most one tick was already on its way when cancel() ran; none came after it.
+    CHECK(after.back() == 0);
+    CHECK(after.size() <= at_cancel + 2);
+    CHECK_THROWS_AS(postal::tell_every(rt, actor, 0ms, tick{}), std::invalid_argument);
+  }
+}
+
+TEST_CASE("destroying the runtime while actors are busy waits for them", "[actor][lifecycle]") {
+  struct spin {
+    int rounds = 0;
+  };
+  using message = std::variant<spin>;
+  class worker : public postal::actor<message> {
+   public:
+    explicit worker(std::shared_ptr<std::atomic<int>> done) : done_(std::move(done)) {}
+    task<void> handle(spin& m) {
+      for (int i = 0; i < m.rounds; ++i) co_await postal::yield_now();
+      done_->fetch_add(1);
+    }
+
+   private:
+    std::shared_ptr<std::atomic<int>> done_;
+  };
+  auto done = std::make_shared<std::atomic<int>>(0);
+  std::vector<postal::actor_monitor> monitors;
+  {
+    runtime rt(runtime_options{.workers = 2});
+    for (int i = 0; i < 50; ++i) {
+      auto busy = postal::spawn_actor<worker>(rt, actor_options{}, done);
+      REQUIRE(busy.blocking_tell(spin{200}));
+      monitors.push_back(busy.monitor());
+    }  // the refs are gone: each actor finishes its message, then stops normally
+  }
+  CHECK(done->load() == 50);
+  for (auto& monitor : monitors) CHECK(monitor.try_exit() == std::optional<exit_reason>(exit_reason{}));
+
+  // Refs still held when the runtime goes: each actor finishes its message, then, waiting for messages
+  // nobody inside the runtime can send, is cancelled with exit reason killed.
+  std::vector<postal::actor_ref<message>> kept;
+  monitors.clear();
+  done->store(0);
+  {
+    runtime rt(runtime_options{.workers = 2});
+    for (int i = 0; i < 20; ++i) {
+      kept.push_back(postal::spawn_actor<worker>(rt, actor_options{}, done));
+      REQUIRE(kept.back().blocking_tell(spin{100}));
+      monitors.push_back(kept.back().monitor());
+    }
+  }
+  CHECK(done->load() == 20);
+  for (auto& monitor : monitors) {
+    auto reason = monitor.try_exit();
+    REQUIRE(reason);
+    CHECK(reason->is_killed());
+  }
+  for (auto& ref : kept) CHECK_FALSE(ref.blocking_tell(spin{1}));  // closed: the actor is gone
+}

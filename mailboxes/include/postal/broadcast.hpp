@@ -87,15 +87,8 @@ class receiver;
 
 namespace detail {
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#else
-  std::this_thread::yield();
-#endif
-}
+using postal::detail::cpu_relax;
+// How often a send pauses the CPU while readers finish copying the slot it overwrites, before it yields.
 inline constexpr int spin_iterations = 200;
 
 // One place in the ring. Each slot has a state word whose low 32 bits count the receivers that will still
@@ -545,12 +538,10 @@ class receiver {
     detail::shared_state<T>& shared = *shared_;
     for (;;) {
       if (auto result = receive_without_lock<recv_error>()) return std::move(*result);
-      for (int i = 0; i < detail::spin_iterations; ++i) {
-        if (shared.tail_position.load(std::memory_order_acquire) != next_ ||
-            shared.closed.load(std::memory_order_acquire))
-          break;
-        detail::cpu_relax();
-      }
+      postal::detail::spin_until([&] {
+        return shared.tail_position.load(std::memory_order_acquire) != next_ ||
+               shared.closed.load(std::memory_order_acquire);
+      });
       postal::detail::thread_parker parker;
       detail::waiter node;
       node.target = parker.make_waker();

@@ -73,16 +73,6 @@ struct shared_state {
   postal::detail::intrusive_list<waiter> closed_waiters;  // senders waiting in closed()
 };
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#else
-  std::this_thread::yield();
-#endif
-}
-inline constexpr int spin_iterations = 200;
 
 // A per-thread buffer for the wakers of one notification, reused so that notifying allocates nothing once
 // warmed up. A notification nested inside another one on the same thread (an inline-resumed coroutine that
@@ -310,8 +300,7 @@ class sender {
   void blocking_closed() const {
     postal::detail::check_may_block("blocking_closed");
     auto ready = [this] { return shared_->receiver_count.load(std::memory_order_acquire) == 0; };
-    for (int i = 0; i < detail::spin_iterations && !ready(); ++i) detail::cpu_relax();
-    park_until(shared_->closed_waiters, ready);
+    if (!postal::detail::spin_until(ready)) park_until(shared_->closed_waiters, ready);
   }
 
  private:
@@ -402,8 +391,7 @@ class receiver {
   /// parking. Throws std::logic_error on a runtime worker thread.
   expected<void, recv_error> blocking_changed() {
     postal::detail::check_may_block("blocking_changed");
-    for (int i = 0; i < detail::spin_iterations && !change_ready(); ++i) detail::cpu_relax();
-    if (!change_ready()) {
+    if (!postal::detail::spin_until([this] { return change_ready(); })) {
       postal::detail::thread_parker parker;
       detail::waiter node;
       node.target = parker.make_waker();
