@@ -7,7 +7,9 @@
 // Not for work queues (every receiver gets a copy: use mpsc) or for only the latest value (use watch).
 #pragma once
 
+#include <postal/detail/inline_operation.hpp>
 #include <postal/detail/intrusive_list.hpp>
+#include <postal/detail/list_wait.hpp>
 #include <postal/expected.hpp>
 #include <postal/waker.hpp>
 
@@ -302,9 +304,6 @@ inline void wake_all(std::unique_lock<std::mutex>& guard,
 
 template <class T>
 class recv_awaitable;
-template <class T>
-class closed_awaitable;
-class closed_operation;
 
 }  // namespace detail
 
@@ -420,7 +419,7 @@ class sender {
   /// `co_await tx.closed()` completes once no receiver exists (at once if none exists now). A receiver
   /// subscribed between the last one leaving and this wait resuming keeps it waiting (as in Tokio).
   /// Cancel-safety: destroying the waiting coroutine withdraws the wait; nothing is lost.
-  detail::closed_operation closed() const;
+  postal::detail::inline_operation<void> closed() const;
 
   /// Blocks the calling thread until no receiver exists. Throws std::logic_error on a runtime worker thread.
   void blocking_closed() const {
@@ -731,102 +730,24 @@ class [[nodiscard]] recv_awaitable {
 
 // One wait in sender.closed() for the receiver count to reach zero.
 template <class T>
-class [[nodiscard]] closed_awaitable {
- public:
-  explicit closed_awaitable(shared_state<T>& shared) noexcept : shared_(&shared) {}
-  closed_awaitable(const closed_awaitable&) = delete;
-  closed_awaitable& operator=(const closed_awaitable&) = delete;
-  ~closed_awaitable() {
-    if (registered_) {
-      std::lock_guard lock(shared_->lock);
-      if (node_.linked()) shared_->closed_waiters.remove(&node_);
-    }
-  }
-
-  bool await_ready() const noexcept { return shared_->receiver_count.load(std::memory_order_acquire) == 0; }
-  template <class Promise>
-  bool await_suspend(std::coroutine_handle<Promise> handle) {
-    node_.target = postal::detail::waker_for(handle);
-    {
-      std::lock_guard lock(shared_->lock);
-      if (shared_->receiver_count.load(std::memory_order_relaxed) != 0) {
-        registered_ = true;  // before the lock is released: the wait may end on another thread right after
-        shared_->closed_waiters.push_back(&node_);
-        return true;
-      }
-    }
-    node_.target.reset();
-    return false;
-  }
-  void await_resume() noexcept { registered_ = false; }
-
- private:
-  shared_state<T>* shared_;
-  waiter node_;
-  bool registered_ = false;
+struct no_receivers {
+  shared_state<T>* shared;
+  bool operator()() const noexcept { return shared->receiver_count.load(std::memory_order_acquire) == 0; }
 };
+template <class T>
+using closed_awaitable = postal::detail::list_wait<waiter, no_receivers<T>>;
 
-// The awaitable that sender::closed() returns: a lazy coroutine that waits until the receiver count is zero
-// when it looks (a receiver subscribed in between sends it back to waiting). The awaiting coroutine starts it
-// by symmetric transfer and is resumed the same way when it finishes; its waits use the awaiting coroutine's
-// executor (its suspend_hooks). Destroying it destroys its frame, which withdraws the wait inside.
-class [[nodiscard]] closed_operation {
- public:
-  struct promise_type {
-    std::coroutine_handle<> continuation;
-    suspend_hooks* hooks = nullptr;
-    std::exception_ptr error;
-
-    closed_operation get_return_object() noexcept {
-      return closed_operation(std::coroutine_handle<promise_type>::from_promise(*this));
-    }
-    std::suspend_always initial_suspend() noexcept { return {}; }
-    auto final_suspend() noexcept {
-      struct resume_continuation {
-        bool await_ready() const noexcept { return false; }
-        std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> self) noexcept {
-          return self.promise().continuation;
-        }
-        void await_resume() const noexcept {}
-      };
-      return resume_continuation{};
-    }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { error = std::current_exception(); }
-    suspend_hooks* postal_hooks() noexcept { return hooks; }
-  };
-
-  closed_operation(closed_operation&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
-  closed_operation& operator=(closed_operation&&) = delete;
-  ~closed_operation() {
-    if (handle_) handle_.destroy();
-  }
-
-  bool await_ready() const noexcept { return false; }
-  template <class Promise>
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> awaiting) noexcept {
-    handle_.promise().continuation = awaiting;
-    handle_.promise().hooks = postal::detail::hooks_of(awaiting);
-    return handle_;
-  }
-  void await_resume() const {
-    if (handle_.promise().error) std::rethrow_exception(handle_.promise().error);
-  }
-
- private:
-  explicit closed_operation(std::coroutine_handle<promise_type> handle) noexcept : handle_(handle) {}
-  std::coroutine_handle<promise_type> handle_;
-};
 
 template <class T>
-closed_operation wait_until_no_receiver(std::shared_ptr<shared_state<T>> shared) {
-  while (shared->receiver_count.load(std::memory_order_acquire) != 0) co_await closed_awaitable<T>(*shared);
+postal::detail::inline_operation<void> wait_until_no_receiver(std::shared_ptr<shared_state<T>> shared) {
+  while (shared->receiver_count.load(std::memory_order_acquire) != 0)
+    co_await closed_awaitable<T>(shared->lock, shared->closed_waiters, no_receivers<T>{shared.get()});
 }
 
 }  // namespace detail
 
 template <class T>
-detail::closed_operation sender<T>::closed() const {
+postal::detail::inline_operation<void> sender<T>::closed() const {
   return detail::wait_until_no_receiver<T>(shared_);
 }
 

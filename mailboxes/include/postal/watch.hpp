@@ -6,7 +6,9 @@
 // closed() completes. Not for delivering every message (use mpsc, or broadcast for many readers).
 #pragma once
 
+#include <postal/detail/inline_operation.hpp>
 #include <postal/detail/intrusive_list.hpp>
+#include <postal/detail/list_wait.hpp>
 #include <postal/expected.hpp>
 #include <postal/waker.hpp>
 
@@ -159,10 +161,14 @@ void notify_senders(shared_state<T>& shared) noexcept {
 
 template <class T>
 class changed_awaitable;
+// co_await sender.closed(): waits on the closed_waiters list until no receiver exists.
 template <class T>
-class closed_awaitable;
-template <class R>
-class wait_for_operation;
+struct no_receivers {
+  shared_state<T>* shared;
+  bool operator()() const noexcept { return shared->receiver_count.load(std::memory_order_acquire) == 0; }
+};
+template <class T>
+using closed_awaitable = postal::detail::list_wait<waiter, no_receivers<T>>;
 
 }  // namespace detail
 
@@ -294,7 +300,10 @@ class sender {
   /// `co_await tx.closed()` completes once no receiver exists (at once if none exists now). The sender must
   /// outlive the wait (the wait does not keep the channel alive).
   /// Cancel-safety: destroying the waiting coroutine withdraws the wait; nothing is lost.
-  detail::closed_awaitable<T> closed() const noexcept { return detail::closed_awaitable<T>(shared_.get()); }
+  detail::closed_awaitable<T> closed() const noexcept {
+    return detail::closed_awaitable<T>(shared_->waiters_lock, shared_->closed_waiters,
+                                       detail::no_receivers<T>{shared_.get()});
+  }
 
   /// Blocks the calling thread until no receiver exists. Throws std::logic_error on a runtime worker thread.
   void blocking_closed() const {
@@ -416,7 +425,7 @@ class receiver {
   /// Cancel-safety: destroying the waiting coroutine withdraws the wait; the versions already checked stay
   /// seen.
   template <class Predicate>
-  detail::wait_for_operation<expected<ref<T>, recv_error>> wait_for(Predicate predicate) {
+  postal::detail::inline_operation<expected<ref<T>, recv_error>> wait_for(Predicate predicate) {
     for (;;) {
       {
         ref<T> current = borrow_and_update();
@@ -516,100 +525,6 @@ class [[nodiscard]] changed_awaitable {
   bool registered_ = false;
 };
 
-// co_await sender.closed().
-template <class T>
-class [[nodiscard]] closed_awaitable {
- public:
-  explicit closed_awaitable(shared_state<T>* shared) noexcept : shared_(shared) {}
-  closed_awaitable(const closed_awaitable&) = delete;
-  closed_awaitable& operator=(const closed_awaitable&) = delete;
-  ~closed_awaitable() {
-    if (registered_) {
-      std::lock_guard lock(shared_->waiters_lock);
-      if (node_.linked()) shared_->closed_waiters.remove(&node_);
-    }
-  }
-
-  bool await_ready() const noexcept { return shared_->receiver_count.load(std::memory_order_acquire) == 0; }
-  template <class Promise>
-  bool await_suspend(std::coroutine_handle<Promise> handle) {
-    node_.target = postal::detail::waker_for(handle);
-    {
-      std::lock_guard lock(shared_->waiters_lock);
-      if (shared_->receiver_count.load(std::memory_order_acquire) != 0) {
-        shared_->closed_waiters.push_back(&node_);
-        registered_ = true;
-        return true;
-      }
-    }
-    node_.target.reset();
-    return false;
-  }
-  void await_resume() noexcept { registered_ = false; }
-
- private:
-  shared_state<T>* shared_;
-  waiter node_;
-  bool registered_ = false;
-};
-
-// The awaitable that receiver::wait_for returns: a lazy coroutine that loops over borrow_and_update() and
-// changed(). The awaiting coroutine starts it by symmetric transfer and is resumed the same way when it
-// finishes; waits inside it use the awaiting coroutine's executor (its suspend_hooks). Destroying it destroys
-// its frame, which cancels the changed() wait inside.
-template <class R>
-class [[nodiscard]] wait_for_operation {
- public:
-  struct promise_type {
-    std::coroutine_handle<> continuation;
-    suspend_hooks* hooks = nullptr;
-    std::optional<R> result;
-    std::exception_ptr error;
-
-    wait_for_operation get_return_object() noexcept {
-      return wait_for_operation(std::coroutine_handle<promise_type>::from_promise(*this));
-    }
-    std::suspend_always initial_suspend() noexcept { return {}; }
-    auto final_suspend() noexcept {
-      struct resume_continuation {
-        bool await_ready() const noexcept { return false; }
-        std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> self) noexcept {
-          return self.promise().continuation;
-        }
-        void await_resume() const noexcept {}
-      };
-      return resume_continuation{};
-    }
-    template <class U>
-    void return_value(U&& value) {
-      result.emplace(std::forward<U>(value));
-    }
-    void unhandled_exception() noexcept { error = std::current_exception(); }
-    suspend_hooks* postal_hooks() noexcept { return hooks; }
-  };
-
-  wait_for_operation(wait_for_operation&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
-  wait_for_operation& operator=(wait_for_operation&&) = delete;
-  ~wait_for_operation() {
-    if (handle_) handle_.destroy();
-  }
-
-  bool await_ready() const noexcept { return false; }
-  template <class Promise>
-  std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> awaiting) noexcept {
-    handle_.promise().continuation = awaiting;
-    handle_.promise().hooks = postal::detail::hooks_of(awaiting);
-    return handle_;
-  }
-  R await_resume() {
-    if (handle_.promise().error) std::rethrow_exception(handle_.promise().error);
-    return std::move(*handle_.promise().result);
-  }
-
- private:
-  explicit wait_for_operation(std::coroutine_handle<promise_type> handle) noexcept : handle_(handle) {}
-  std::coroutine_handle<promise_type> handle_;
-};
 
 }  // namespace detail
 
