@@ -27,9 +27,13 @@ namespace {
 constexpr std::uint64_t tell_messages = 10'000'000;
 constexpr std::uint64_t ask_round_trips = 1'000'000;
 constexpr std::uint64_t thread_round_trips = 100'000;
-constexpr std::uint64_t expected_sum(std::uint64_t n) { return n * (n - 1) / 2; }
+constexpr std::uint64_t expected_sum(std::uint64_t n) {
+  return n * (n - 1) / 2;
+}
 
-postal::runtime_options bench_runtime() { return postal::runtime_options{.workers = bench::workers()}; }
+postal::runtime_options bench_runtime() {
+  return postal::runtime_options{.workers = bench::workers()};
+}
 
 // The actor system of the CAF twins: CAF's own defaults, with the same worker count as postal's runtime.
 struct plain_caf_config {
@@ -86,14 +90,16 @@ class source : public postal::actor<source_message> {
 const bench::scenario actor_tell("actor_tell", [] {
   postal::runtime rt(bench_runtime());
   auto [done_tx, done_rx] = postal::oneshot::channel<std::uint64_t>();
-  auto target = postal::spawn_actor<sink>(rt, postal::actor_options{.mailbox_capacity = 1024}, tell_messages,
-                                          std::make_shared<postal::oneshot::sender<std::uint64_t>>(std::move(done_tx)));
+  auto target =
+      postal::spawn_actor<sink>(rt, postal::actor_options{.mailbox_capacity = 1024}, tell_messages,
+                                std::make_shared<postal::oneshot::sender<std::uint64_t>>(std::move(done_tx)));
   auto from = postal::spawn_actor<source>(rt, postal::actor_options{}, target);
   auto start = bench::clock::now();
   bench::check(from.blocking_tell(pour{tell_messages}).has_value(), "actor_tell: the source is gone");
   auto sum = done_rx.blocking_recv();
   double seconds = bench::seconds_since(start);
-  bench::check(sum.has_value() && *sum == expected_sum(tell_messages), "actor_tell: wrong sum: lost or duplicated");
+  bench::check(sum.has_value() && *sum == expected_sum(tell_messages),
+               "actor_tell: wrong sum: lost or duplicated");
   return bench::outcome{tell_messages, seconds, {}};
 });
 
@@ -101,18 +107,22 @@ const bench::scenario actor_tell_caf("actor_tell_caf", [] {
   plain_caf caf_runtime;
   caf::actor_system& system = caf_runtime.system;
   std::promise<std::uint64_t> done;
-  auto target = system.spawn([](caf::event_based_actor*, std::promise<std::uint64_t>* done) -> caf::behavior {
-    auto state = std::make_shared<std::pair<std::uint64_t, std::uint64_t>>(0, 0);  // count, sum
-    return {[=](std::uint64_t value) {
-      state->second += value;
-      if (++state->first == tell_messages) done->set_value(state->second);
-    }};
-  }, &done);
-  auto from = system.spawn([](caf::event_based_actor* self, caf::actor target) -> caf::behavior {
-    return {[=](caf::ok_atom) {
-      for (std::uint64_t i = 0; i < tell_messages; ++i) self->send(target, i);
-    }};
-  }, target);
+  auto target = system.spawn(
+      [](caf::event_based_actor*, std::promise<std::uint64_t>* done) -> caf::behavior {
+        auto state = std::make_shared<std::pair<std::uint64_t, std::uint64_t>>(0, 0);  // count, sum
+        return {[=](std::uint64_t value) {
+          state->second += value;
+          if (++state->first == tell_messages) done->set_value(state->second);
+        }};
+      },
+      &done);
+  auto from = system.spawn(
+      [](caf::event_based_actor* self, caf::actor target) -> caf::behavior {
+        return {[=](caf::ok_atom) {
+          for (std::uint64_t i = 0; i < tell_messages; ++i) self->send(target, i);
+        }};
+      },
+      target);
   auto start = bench::clock::now();
   caf::anon_send(from, caf::ok_atom::value);
   std::uint64_t sum = done.get_future().get();
@@ -185,19 +195,21 @@ const bench::scenario actor_ask_caf("actor_ask_caf", [] {
     return {[=](std::uint64_t value) { return *total += value; }};
   });
   std::promise<std::uint64_t> done;
-  auto client = system.spawn([](caf::event_based_actor* self, caf::actor target,
-                                std::promise<std::uint64_t>* done) -> caf::behavior {
-    auto next = std::make_shared<std::function<void(std::uint64_t)>>();
-    *next = [=](std::uint64_t i) {
-      self->request(target, caf::infinite, i).then([=](std::uint64_t total) {
-        if (i + 1 == ask_round_trips)
-          done->set_value(total);
-        else
-          (*next)(i + 1);
-      });
-    };
-    return {[=](caf::ok_atom) { (*next)(0); }};
-  }, target, &done);
+  auto client = system.spawn(
+      [](caf::event_based_actor* self, caf::actor target,
+         std::promise<std::uint64_t>* done) -> caf::behavior {
+        auto next = std::make_shared<std::function<void(std::uint64_t)>>();
+        *next = [=](std::uint64_t i) {
+          self->request(target, caf::infinite, i).then([=](std::uint64_t total) {
+            if (i + 1 == ask_round_trips)
+              done->set_value(total);
+            else
+              (*next)(i + 1);
+          });
+        };
+        return {[=](caf::ok_atom) { (*next)(0); }};
+      },
+      target, &done);
   auto start = bench::clock::now();
   caf::anon_send(client, caf::ok_atom::value);
   std::uint64_t last = done.get_future().get();
@@ -289,7 +301,8 @@ const bench::scenario spawn("spawn", [] {
   const std::size_t before = resident_bytes();
   auto start = bench::clock::now();
   idle_started = 0;
-  for (std::size_t i = 0; i < count; ++i) refs.push_back(postal::spawn_actor<idle>(rt, postal::actor_options{}));
+  for (std::size_t i = 0; i < count; ++i)
+    refs.push_back(postal::spawn_actor<idle>(rt, postal::actor_options{}));
   while (idle_started.load(std::memory_order_relaxed) < count) std::this_thread::yield();  // all are running
   const std::size_t after = resident_bytes();
   refs.clear();  // every ref gone: each actor stops normally
@@ -309,7 +322,8 @@ const bench::scenario spawn_caf("spawn_caf", [] {
   const std::size_t before = resident_bytes();
   auto start = bench::clock::now();
   for (std::size_t i = 0; i < count; ++i)
-    actors.push_back(system.spawn([](caf::event_based_actor*, int) -> caf::behavior { return {[](int) {}}; }, 0));
+    actors.push_back(
+        system.spawn([](caf::event_based_actor*, int) -> caf::behavior { return {[](int) {}}; }, 0));
   const std::size_t after = resident_bytes();
   for (auto& a : actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   actors.clear();

@@ -27,10 +27,12 @@ struct scenario {
 
 /// Fails loudly unless `ok`. Cheap when it holds: hot loops call it per message.
 inline void check(bool ok, const char* what) {
-  if (!ok) [[unlikely]] fail(what);
+  if (!ok) [[unlikely]]
+    fail(what);
 }
 inline void check(bool ok, const std::string& what) {
-  if (!ok) [[unlikely]] fail(what);
+  if (!ok) [[unlikely]]
+    fail(what);
 }
 
 /// The clock the scenarios time with.

@@ -27,7 +27,9 @@ constexpr std::size_t broadcast_receivers = 4;
 constexpr std::uint64_t watch_updates = 10'000;
 constexpr std::size_t watch_receivers = 100;
 
-postal::runtime_options bench_runtime() { return postal::runtime_options{.workers = bench::workers()}; }
+postal::runtime_options bench_runtime() {
+  return postal::runtime_options{.workers = bench::workers()};
+}
 
 // Checks what a consumer saw from `producers` producers that each sent per = total / producers values
 // p * per + i in order: every value exactly once, in per-producer order.
@@ -46,7 +48,8 @@ class arrival_check {
   void verify(const char* scenario) const {
     bench::check(ordered_, std::string(scenario) + ": a value arrived twice, out of order or was lost");
     for (std::uint64_t p = 0; p < next_.size(); ++p)
-      bench::check(next_[p] == (p + 1) * per_, std::string(scenario) + ": a producer's values did not all arrive");
+      bench::check(next_[p] == (p + 1) * per_,
+                   std::string(scenario) + ": a producer's values did not all arrive");
     bench::check(count_ == per_ * next_.size(), std::string(scenario) + ": wrong number of values received");
   }
   std::uint64_t count() const { return count_; }
@@ -60,7 +63,8 @@ class arrival_check {
 
 // --- mpsc1 / mpsc4: bounded mpsc, capacity 1024, N producer tasks -> 1 consumer task, 10 M values ---
 
-postal::task<void> bounded_producer(postal::mpsc::sender<std::uint64_t> tx, std::uint64_t first, std::uint64_t count) {
+postal::task<void> bounded_producer(postal::mpsc::sender<std::uint64_t> tx, std::uint64_t first,
+                                    std::uint64_t count) {
   for (std::uint64_t i = 0; i < count; ++i) {
     auto sent = co_await tx.send(first + i);
     bench::check(sent.has_value(), "mpsc: send failed while the receiver was alive");
@@ -210,7 +214,8 @@ bench::outcome broadcast_run(bool lossless) {
     auto start = bench::clock::now();
     std::vector<postal::join_handle<receiver_tally>> tallies;
     for (std::size_t r = 0; r < broadcast_receivers; ++r)
-      tallies.push_back(postal::spawn(broadcast_receiver(std::move(receivers[r]), lossless ? &progress[r] : nullptr)));
+      tallies.push_back(
+          postal::spawn(broadcast_receiver(std::move(receivers[r]), lossless ? &progress[r] : nullptr)));
     receivers.clear();
     auto sender = postal::spawn([](postal::broadcast::sender<std::uint64_t> tx, bool lossless,
                                    std::atomic<std::uint64_t>* progress) -> postal::task<void> {
@@ -254,7 +259,8 @@ const bench::scenario threads_mpsc1("threads_mpsc1", [] {
   auto start = bench::clock::now();
   std::thread producer([tx = std::move(tx)]() mutable {
     for (std::uint64_t i = 0; i < mpsc_messages; ++i)
-      bench::check(tx.blocking_send(i).has_value(), "threads_mpsc1: send failed while the receiver was alive");
+      bench::check(tx.blocking_send(i).has_value(),
+                   "threads_mpsc1: send failed while the receiver was alive");
   });
   while (auto value = rx.blocking_recv()) check.see(*value);
   double seconds = bench::seconds_since(start);

@@ -17,7 +17,9 @@ std::map<std::string, std::function<outcome()>>& registry() {
 }
 }  // namespace
 
-scenario::scenario(std::string name, std::function<outcome()> run) { registry().emplace(std::move(name), std::move(run)); }
+scenario::scenario(std::string name, std::function<outcome()> run) {
+  registry().emplace(std::move(name), std::move(run));
+}
 
 void fail(const std::string& what) {
   std::fprintf(stderr, "postal-bench: CHECK FAILED: %s\n", what.c_str());
@@ -38,8 +40,8 @@ void run(const std::string& name, const std::function<bench::outcome()>& scenari
     bench::outcome result = scenario();
     double rate = static_cast<double>(result.items) / result.seconds;
     std::printf("%s run%d: %.3fs items=%llu %srate=%.0f/s\n", name.c_str(), r, result.seconds,
-                static_cast<unsigned long long>(result.items), result.extra.empty() ? "" : (result.extra + " ").c_str(),
-                rate);
+                static_cast<unsigned long long>(result.items),
+                result.extra.empty() ? "" : (result.extra + " ").c_str(), rate);
     std::fflush(stdout);
     rates.push_back(rate);
   }

@@ -120,7 +120,8 @@ class runtime_impl {
   void enqueue_with_reference(task_job* job, caf::execution_unit* preferred = nullptr);
   // A job that CAF resumed is done with its turn.
   void hop_done() noexcept {
-    if (active.fetch_sub(1, std::memory_order_acq_rel) == 1 && shutdown_waiting.load(std::memory_order_acquire)) {
+    if (active.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+        shutdown_waiting.load(std::memory_order_acquire)) {
       std::lock_guard lock(mutex);
       idle.notify_all();
     }
@@ -283,7 +284,7 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
 
   runtime_impl* owner_;
   std::coroutine_handle<> root_;
-  std::coroutine_handle<> resume_point_;  // the innermost suspended coroutine of this task
+  std::coroutine_handle<> resume_point_;      // the innermost suspended coroutine of this task
   std::atomic<std::uint32_t> references_{1};  // the runtime's own, dropped when the task ends
   std::atomic<std::uint8_t> state_{idle};
   bool yielding_ = false;  // set by the running task itself (yield_now)
@@ -359,7 +360,8 @@ void runtime_impl::shutdown() {
 
 runtime::runtime(runtime_options options) : impl_(std::make_unique<runtime_impl>(options.inline_budget)) {
   impl_->set_postal_defaults();
-  if (options.workers != 0) impl_->config.set("scheduler.max-threads", static_cast<std::int64_t>(options.workers));
+  if (options.workers != 0)
+    impl_->config.set("scheduler.max-threads", static_cast<std::int64_t>(options.workers));
   impl_->start(this);
 }
 
@@ -376,12 +378,22 @@ runtime::~runtime() {
   impl_->system.reset();
 }
 
-void runtime::shutdown() { impl_->shutdown(); }
+void runtime::shutdown() {
+  impl_->shutdown();
+}
 
-std::size_t runtime::worker_count() const noexcept { return impl_->system->scheduler().num_workers(); }
-std::size_t runtime::live_tasks() const noexcept { return impl_->live.load(std::memory_order_acquire); }
-bool runtime::help_printed() const noexcept { return impl_->config.cli_helptext_printed; }
-caf::actor_system& runtime::system() noexcept { return *impl_->system; }
+std::size_t runtime::worker_count() const noexcept {
+  return impl_->system->scheduler().num_workers();
+}
+std::size_t runtime::live_tasks() const noexcept {
+  return impl_->live.load(std::memory_order_acquire);
+}
+bool runtime::help_printed() const noexcept {
+  return impl_->config.cli_helptext_printed;
+}
+caf::actor_system& runtime::system() noexcept {
+  return *impl_->system;
+}
 
 // -- task.hpp's hooks into the runtime -------------------------------------------------------------------
 
@@ -407,9 +419,11 @@ void detail::report_detached_failure(std::exception_ptr error) noexcept {
   try {
     std::rethrow_exception(error);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "postal: a task whose join handle was dropped ended with an exception: %s\n", e.what());
+    std::fprintf(stderr, "postal: a task whose join handle was dropped ended with an exception: %s\n",
+                 e.what());
   } catch (...) {
-    std::fprintf(stderr, "postal: a task whose join handle was dropped ended with a non-standard exception\n");
+    std::fprintf(stderr,
+                 "postal: a task whose join handle was dropped ended with a non-standard exception\n");
   }
 }
 

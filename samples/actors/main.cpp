@@ -85,8 +85,8 @@ int main(int argc, char** argv) {
   if (runtime.help_printed()) return 0;
 
   auto kv = postal::spawn_actor<store>(runtime, postal::actor_options{.mailbox_capacity = 64});
-  (void)kv.blocking_tell(set{"greeting", "hello"});               // tell from main: waits if the mailbox is full
-  auto value = kv.blocking_ask(get{"greeting", {}});              // ask from main: blocks for the reply
+  (void)kv.blocking_tell(set{"greeting", "hello"});   // tell from main: waits if the mailbox is full
+  auto value = kv.blocking_ask(get{"greeting", {}});  // ask from main: blocks for the reply
   std::cout << "main asked the store: " << (value && *value ? **value : "(none)") << '\n';
 
   auto front = postal::spawn_actor<greeter>(runtime, postal::actor_options{}, kv);
@@ -94,13 +94,16 @@ int main(int argc, char** argv) {
   std::cout << "the greeter asked the store: " << (greeting ? *greeting : "(no reply)") << '\n';
 
   auto fragile = postal::spawn_actor<counter>(
-      runtime, postal::actor_options{.on_failure = postal::supervision::restart(3, std::chrono::seconds(10))});
+      runtime,
+      postal::actor_options{.on_failure = postal::supervision::restart(3, std::chrono::seconds(10))});
   (void)fragile.blocking_tell(add{5});
   (void)fragile.blocking_tell(crash{});  // the handler throws: the counter restarts with fresh state
   (void)fragile.blocking_tell(add{2});   // still queued in the same mailbox: handled by the new counter
   auto sum = fragile.blocking_ask(total{});
-  std::cout << "counter after a restart: " << (sum ? std::to_string(*sum) : "(no reply)") << " (5 was lost with the old state)\n";
+  std::cout << "counter after a restart: " << (sum ? std::to_string(*sum) : "(no reply)")
+            << " (5 was lost with the old state)\n";
 
   fragile.kill();
-  std::cout << "counter stopped: " << (fragile.monitor().blocking_exit().is_killed() ? "killed" : "?") << '\n';
+  std::cout << "counter stopped: " << (fragile.monitor().blocking_exit().is_killed() ? "killed" : "?")
+            << '\n';
 }

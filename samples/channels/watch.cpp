@@ -16,7 +16,8 @@ postal::task<void> samples::watch_changes() {
                                  postal::oneshot::sender<bool> ready) -> postal::task<void> {
     std::cout << "initial = " << *config.borrow() << '\n';
     (void)ready.send(true);
-    // changed() completes when a value newer than the last one seen is sent; an error once the sender is gone.
+    // changed() completes when a value newer than the last one seen is sent; an error once the sender is
+    // gone.
     while (co_await config.changed()) std::cout << "changed to = " << *config.borrow_and_update() << '\n';
     std::cout << "sender dropped\n";
   }(rx, std::move(ready_tx)));

@@ -36,8 +36,8 @@ struct get {
   std::string key;
   postal::responder<std::optional<int>> reply;
 };
-struct boom {};                  // the handler throws
-struct count {                   // how many messages this instance has handled
+struct boom {};  // the handler throws
+struct count {   // how many messages this instance has handled
   postal::responder<int> reply;
 };
 struct quit {
@@ -151,7 +151,8 @@ TEST_CASE("while a handler awaits, the actor takes no other message", "[actor]")
   auto actor = postal::spawn_actor<holder>(rt, actor_options{.mailbox_capacity = 8});
   auto [entered_tx, entered_rx] = postal::oneshot::channel<int>();
   auto [gate_tx, gate_rx] = postal::oneshot::channel<int>();
-  REQUIRE(actor.blocking_tell(hold{std::move(entered_tx), std::make_shared<postal::oneshot::receiver<int>>(std::move(gate_rx))}));
+  REQUIRE(actor.blocking_tell(
+      hold{std::move(entered_tx), std::make_shared<postal::oneshot::receiver<int>>(std::move(gate_rx))}));
   REQUIRE(entered_rx.blocking_recv());
   REQUIRE(actor.blocking_tell(note{}));
   REQUIRE(actor.blocking_tell(note{}));
@@ -327,7 +328,8 @@ TEST_CASE("escalate makes a child's failure its supervisor's failure", "[actor][
   CHECK(reason.message == "a child actor failed: boom");
 }
 
-TEST_CASE("kill stops an actor from outside with exit reason killed; on_stop runs once", "[actor][lifecycle]") {
+TEST_CASE("kill stops an actor from outside with exit reason killed; on_stop runs once",
+          "[actor][lifecycle]") {
   struct ping {
     postal::responder<int> reply;
   };
@@ -373,11 +375,12 @@ TEST_CASE("ask with a timeout reports timeout and discards the late answer", "[a
   auto actor = postal::spawn_actor<sluggard>(rt, actor_options{});
   auto [gate_tx, gate_rx] = postal::oneshot::channel<int>();
   auto gate = std::make_shared<postal::oneshot::receiver<int>>(std::move(gate_rx));
-  auto answer = rt.block_on([](postal::actor_ref<message> actor, std::shared_ptr<postal::oneshot::receiver<int>> gate)
-                                -> task<postal::expected<int, ask_error>> {
-    slow request{{}, gate};
-    co_return co_await actor.ask(std::move(request), 20ms);
-  }(actor, gate));
+  auto answer = rt.block_on(
+      [](postal::actor_ref<message> actor,
+         std::shared_ptr<postal::oneshot::receiver<int>> gate) -> task<postal::expected<int, ask_error>> {
+        slow request{{}, gate};
+        co_return co_await actor.ask(std::move(request), 20ms);
+      }(actor, gate));
   REQUIRE_FALSE(answer);
   CHECK(answer.error() == ask_error::timeout);
   auto blocking = actor.blocking_ask(slow{{}, gate}, 20ms);
@@ -422,7 +425,8 @@ TEST_CASE("a hundred thousand actors pass a token around a ring", "[actor][stres
   for (std::size_t i = 0; i < actors; ++i)
     ring->push_back(postal::spawn_actor<station>(rt, actor_options{.mailbox_capacity = 4}, ring, i));
   auto [done_tx, done_rx] = postal::oneshot::channel<int>();
-  token first{static_cast<int>(actors) * 2, std::make_shared<postal::oneshot::sender<int>>(std::move(done_tx))};
+  token first{static_cast<int>(actors) * 2,
+              std::make_shared<postal::oneshot::sender<int>>(std::move(done_tx))};
   REQUIRE((*ring)[0].blocking_tell(std::move(first)));
   auto last = done_rx.blocking_recv();
   REQUIRE(last);
@@ -430,7 +434,8 @@ TEST_CASE("a hundred thousand actors pass a token around a ring", "[actor][stres
   ring->clear();      // the stations hold the ring too: kill them to break the cycle
 }
 
-TEST_CASE("delayed and periodic tells arrive through CAF's clock and stop when cancelled", "[actor][timers]") {
+TEST_CASE("delayed and periodic tells arrive through CAF's clock and stop when cancelled",
+          "[actor][timers]") {
   using namespace std::chrono_literals;
   struct tick {
     int tag = 0;
@@ -468,7 +473,8 @@ TEST_CASE("delayed and periodic tells arrive through CAF's clock and stop when c
   auto actor = postal::spawn_actor<recorder>(rt, actor_options{});
   auto wait_for_ticks = [&](int count) {
     auto [done_tx, done_rx] = postal::oneshot::channel<bool>();
-    REQUIRE(actor.blocking_tell(notify_at{count, std::make_shared<postal::oneshot::sender<bool>>(std::move(done_tx))}));
+    REQUIRE(actor.blocking_tell(
+        notify_at{count, std::make_shared<postal::oneshot::sender<bool>>(std::move(done_tx))}));
     REQUIRE(done_rx.blocking_recv());
     auto seen = actor.blocking_ask(ticks{});
     REQUIRE(seen);

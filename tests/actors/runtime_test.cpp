@@ -24,8 +24,12 @@ using postal::runtime;
 using postal::runtime_options;
 using postal::task;
 
-task<int> constant(int value) { co_return value; }
-task<void> nothing() { co_return; }
+task<int> constant(int value) {
+  co_return value;
+}
+task<void> nothing() {
+  co_return;
+}
 task<int> failing() {
   throw std::runtime_error("boom");
   co_return 0;
@@ -48,7 +52,8 @@ task<std::string> catch_nested() {
 
 }  // namespace
 
-TEST_CASE("block_on returns the task's value, runs void tasks and rethrows the task's exception", "[runtime]") {
+TEST_CASE("block_on returns the task's value, runs void tasks and rethrows the task's exception",
+          "[runtime]") {
   runtime rt(runtime_options{.workers = 2});
   CHECK(rt.block_on(constant(42)) == 42);
   rt.block_on(nothing());
@@ -132,7 +137,8 @@ TEST_CASE("ten thousand tasks relay a value down a chain of oneshot channels", "
   CHECK(end == length);
 }
 
-TEST_CASE("thousands of tasks spawned from main and from tasks all finish and are joined", "[runtime][stress]") {
+TEST_CASE("thousands of tasks spawned from main and from tasks all finish and are joined",
+          "[runtime][stress]") {
   runtime rt(runtime_options{.workers = 2});
   std::vector<join_handle<int>> handles;
   for (int i = 0; i < 2000; ++i) handles.push_back(rt.spawn(constant(i)));
@@ -237,7 +243,8 @@ TEST_CASE("racing wake-ups from many threads never run a task on two threads at 
   CHECK(overlaps.load() == 0);
 }
 
-TEST_CASE("misuse is reported: blocking on a worker, spawning outside a task or after shutdown", "[runtime]") {
+TEST_CASE("misuse is reported: blocking on a worker, spawning outside a task or after shutdown",
+          "[runtime]") {
   runtime rt(runtime_options{.workers = 2});
   SECTION("a blocking channel call inside a task throws std::logic_error") {
     bool threw = rt.block_on([]() -> task<bool> {
@@ -312,16 +319,18 @@ TEST_CASE("shutdown cancels tasks that can never be resumed, oldest first, and w
     auto [to_first, first_rx] = postal::oneshot::channel<int>();
     // A deadlock: each waits for the other. Cancelling `first` (the oldest) drops its sender, so `second`
     // wakes with the closed error and finishes normally.
-    first = rt.spawn([](postal::oneshot::receiver<int> rx, postal::oneshot::sender<int> tx) -> task<std::string> {
-      auto got = co_await rx;
-      (void)tx.send(1);
-      co_return got ? "first got a value" : "first saw closed";
-    }(std::move(first_rx), std::move(to_second)));
-    second = rt.spawn([](postal::oneshot::receiver<int> rx, postal::oneshot::sender<int> tx) -> task<std::string> {
-      auto got = co_await rx;
-      (void)tx.send(2);
-      co_return got ? "second got a value" : "second saw closed";
-    }(std::move(second_rx), std::move(to_first)));
+    first =
+        rt.spawn([](postal::oneshot::receiver<int> rx, postal::oneshot::sender<int> tx) -> task<std::string> {
+          auto got = co_await rx;
+          (void)tx.send(1);
+          co_return got ? "first got a value" : "first saw closed";
+        }(std::move(first_rx), std::move(to_second)));
+    second =
+        rt.spawn([](postal::oneshot::receiver<int> rx, postal::oneshot::sender<int> tx) -> task<std::string> {
+          auto got = co_await rx;
+          (void)tx.send(2);
+          co_return got ? "second got a value" : "second saw closed";
+        }(std::move(second_rx), std::move(to_first)));
     // Waits on a channel whose sender main keeps until after the runtime is gone.
     auto [keep, lonely_rx] = postal::oneshot::channel<int>();
     lonely = rt.spawn([](postal::oneshot::receiver<int> rx, std::shared_ptr<int> held) -> task<void> {
@@ -337,7 +346,8 @@ TEST_CASE("shutdown cancels tasks that can never be resumed, oldest first, and w
   CHECK_THROWS_AS(lonely.blocking_join(), postal::task_cancelled);
 }
 
-TEST_CASE("sleep_for suspends a task for at least the duration; earlier deadlines fire first", "[runtime][timers]") {
+TEST_CASE("sleep_for suspends a task for at least the duration; earlier deadlines fire first",
+          "[runtime][timers]") {
   using namespace std::chrono_literals;
   runtime rt(runtime_options{.workers = 1});
   std::string order;

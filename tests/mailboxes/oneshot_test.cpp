@@ -875,7 +875,8 @@ TEST_CASE("recv_until: the deadline passes first, and a value sent later stays f
   CHECK(*later == 5);
 }
 
-TEST_CASE("recv_until: a value before the deadline wins, and the late timer wakes nobody", "[oneshot][timeout]") {
+TEST_CASE("recv_until: a value before the deadline wins, and the late timer wakes nobody",
+          "[oneshot][timeout]") {
   using namespace std::chrono_literals;
   manual_executor executor;
   auto [tx, rx] = channel<int>();

@@ -136,7 +136,10 @@ struct responder_traits<oneshot::sender<T>> : std::true_type {
 
 // A request: a message with a `reply` member that is a responder<T>.
 template <class M>
-concept has_responder = requires(M& m) { m.reply; } && responder_traits<std::remove_cvref_t<decltype(M::reply)>>::value;
+concept has_responder = requires(M& m) {
+  m.reply;
+}
+&&responder_traits<std::remove_cvref_t<decltype(M::reply)>>::value;
 
 // A request from outside the actor's own handlers: stop or kill it, or a child's escalated failure.
 struct control_request {
@@ -164,7 +167,8 @@ class control_block {
   void post(control_request request) {
     {
       std::lock_guard lock(lock_);
-      if (!request_ || request.kind == control_request::kind_type::escalated_failure) request_ = std::move(request);
+      if (!request_ || request.kind == control_request::kind_type::escalated_failure)
+        request_ = std::move(request);
     }
     pending_.store(true, std::memory_order_release);
     if (nudge_) nudge_();
@@ -330,7 +334,8 @@ class actor_ref {
 
   /// blocking_ask with a deadline.
   template <detail::askable<Message> M>
-  expected<detail::reply_of<M>, ask_error> blocking_ask(M message, std::chrono::steady_clock::duration timeout) {
+  expected<detail::reply_of<M>, ask_error> blocking_ask(M message,
+                                                        std::chrono::steady_clock::duration timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
     message.reply = std::move(reply);
@@ -362,7 +367,8 @@ class actor_ref {
   friend struct detail::actor_runner;
   friend class actor<Message>;
   template <class A, class... Args>
-  friend actor_ref<typename A::message_type> detail::spawn_actor_with(runtime&, std::shared_ptr<detail::control_block>,
+  friend actor_ref<typename A::message_type> detail::spawn_actor_with(runtime&,
+                                                                      std::shared_ptr<detail::control_block>,
                                                                       actor_options, Args&&...);
 
   actor_ref(mpsc::sender<envelope> mailbox, std::shared_ptr<detail::control_block> control)
@@ -405,7 +411,8 @@ class actor {
   /// ref exists any more (the actor is then handling its last queued messages before it stops).
   actor_ref<Message> self() const {
     auto mailbox = identity_->mailbox.upgrade();
-    if (!mailbox) throw std::logic_error("postal::actor::self: every ref to this actor is gone; it is stopping");
+    if (!mailbox)
+      throw std::logic_error("postal::actor::self: every ref to this actor is gone; it is stopping");
     return actor_ref<Message>(std::move(*mailbox), identity_->control);
   }
   /// Stops the actor after the current message: drain handles what is queued first, drop destroys it
@@ -431,9 +438,13 @@ class actor {
 namespace detail {
 
 template <class A>
-concept has_on_start = requires(A& a) { a.on_start(); };
+concept has_on_start = requires(A& a) {
+  a.on_start();
+};
 template <class A>
-concept has_on_stop = requires(A& a, const exit_reason& r) { a.on_stop(r); };
+concept has_on_stop = requires(A& a, const exit_reason& r) {
+  a.on_stop(r);
+};
 
 // Calls a handler or hook: a void one at once (nothing returned), a coroutine one is returned to be awaited.
 template <class F>
@@ -458,7 +469,8 @@ struct actor_runner {
   using Message = typename A::message_type;
 
   actor_runner(std::function<std::unique_ptr<A>()> factory, mpsc::receiver<envelope<Message>> mailbox,
-               actor_identity<Message> identity, std::shared_ptr<control_block> supervisor, actor_options options)
+               actor_identity<Message> identity, std::shared_ptr<control_block> supervisor,
+               actor_options options)
       : factory(std::move(factory)),
         mailbox(std::move(mailbox)),
         identity(std::move(identity)),
@@ -474,8 +486,9 @@ struct actor_runner {
   static std::optional<task<void>> dispatch(A& instance, Message& message) {
     return std::visit(
         [&instance](auto& alternative) {
-          static_assert(requires { instance.handle(alternative); },
-                        "the actor class has no handle(M&) for one of its message types");
+          static_assert(
+              requires { instance.handle(alternative); },
+              "the actor class has no handle(M&) for one of its message types");
           return invoke_member([&] { return instance.handle(alternative); });
         },
         message);
@@ -516,7 +529,8 @@ struct actor_runner {
           instance = me.factory();
           instance->identity_ = &me.identity;
           if constexpr (has_on_start<A>) {
-            if (auto started = invoke_member([&] { return instance->on_start(); })) co_await std::move(*started);
+            if (auto started = invoke_member([&] { return instance->on_start(); }))
+              co_await std::move(*started);
           }
         }
         for (;;) {
@@ -566,11 +580,11 @@ struct actor_runner {
           needs_start = true;
           continue;
         }
-        reason = exit_reason{exit_reason::kind_type::failed,
-                             what + " (restarted " + std::to_string(policy.max_restarts) + " times within " +
-                                 std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(policy.period)
-                                                    .count()) +
-                                 " ms: giving up)"};
+        reason = exit_reason{
+            exit_reason::kind_type::failed,
+            what + " (restarted " + std::to_string(policy.max_restarts) + " times within " +
+                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(policy.period).count()) +
+                " ms: giving up)"};
       } else {
         reason = exit_reason{exit_reason::kind_type::failed, what};
         if (policy.policy == supervision::policy_type::escalate && me.supervisor)
@@ -677,7 +691,8 @@ timer_handle tell_after(runtime& rt, actor_ref<Message> target, std::chrono::ste
   rt.spawn([](actor_ref<Message> target, M message, oneshot::receiver<bool> cancel,
               std::chrono::steady_clock::time_point deadline) -> task<void> {
     bool detached = false;
-    if (co_await detail::wait_or_cancel(cancel, detached, deadline)) (void)co_await target.tell(std::move(message));
+    if (co_await detail::wait_or_cancel(cancel, detached, deadline))
+      (void)co_await target.tell(std::move(message));
   }(std::move(target), std::move(message), std::move(cancel_rx), deadline));
   return timer_handle(std::move(cancel_tx));
 }

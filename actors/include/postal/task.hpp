@@ -76,10 +76,8 @@ class task_promise : public promise_base {
   final_awaiter<task_promise> final_suspend() noexcept { return {}; }
 
   template <class U>
-    requires std::is_convertible_v<U&&, T>
-  void return_value(U&& value) {
-    outcome_.template emplace<0>(std::forward<U>(value));
-  }
+  requires std::is_convertible_v<U&&, T>
+  void return_value(U&& value) { outcome_.template emplace<0>(std::forward<U>(value)); }
   void unhandled_exception() noexcept { outcome_.template emplace<1>(std::current_exception()); }
 
   // The result for an awaiting task: the value, or the exception rethrown.
@@ -100,7 +98,7 @@ class task_promise : public promise_base {
   }
 
   task_outcome<T> outcome_{std::in_place_index<1>, nullptr};  // never read before the body set it
-  oneshot::sender<task_outcome<T>> reply_;                     // only for spawned tasks
+  oneshot::sender<task_outcome<T>> reply_;                    // only for spawned tasks
 };
 
 template <>
@@ -265,7 +263,8 @@ class join_handle {
   /// True once the task finished (or was cancelled): joining will not wait.
   bool is_finished() const noexcept { return outcome_.is_closed(); }
 
-  /// Waits for the task in a coroutine. Cancel-safety: destroying the waiting coroutine leaves the task running.
+  /// Waits for the task in a coroutine. Cancel-safety: destroying the waiting coroutine leaves the task
+  /// running.
   detail::join_awaiter<T> operator co_await() & noexcept { return detail::join_awaiter<T>(outcome_); }
   detail::join_awaiter<T> operator co_await() && noexcept { return detail::join_awaiter<T>(outcome_); }
 
@@ -303,6 +302,8 @@ join_handle<T> spawn(task<T> work) {
 
 /// `co_await postal::yield_now()` lets the other tasks woken on this worker run, then continues this task.
 /// Outside postal's runtime it does nothing.
-inline detail::yield_awaiter yield_now() noexcept { return {}; }
+inline detail::yield_awaiter yield_now() noexcept {
+  return {};
+}
 
 }  // namespace postal

@@ -20,7 +20,8 @@ class sleep_awaiter {
   template <class Promise>
   void await_suspend(std::coroutine_handle<Promise> handle) {
     suspend_hooks* hooks = hooks_of(handle);
-    if (hooks == nullptr) throw std::logic_error("postal::sleep_for/sleep_until: only postal tasks can sleep");
+    if (hooks == nullptr)
+      throw std::logic_error("postal::sleep_for/sleep_until: only postal tasks can sleep");
     waker wake = hooks->waker_for(handle);
     if (!hooks->wake_at(deadline_, wake))
       throw std::logic_error("postal::sleep_for/sleep_until: this executor has no timers");

@@ -737,7 +737,6 @@ struct no_receivers {
 template <class T>
 using closed_awaitable = postal::detail::list_wait<waiter, no_receivers<T>>;
 
-
 template <class T>
 postal::detail::inline_operation<void> wait_until_no_receiver(std::shared_ptr<shared_state<T>> shared) {
   while (shared->receiver_count.load(std::memory_order_acquire) != 0)

@@ -33,32 +33,32 @@ class [[nodiscard]] expected {
   using error_type = E;
 
   template <class U = T>
-    requires(std::is_constructible_v<T, U &&> && !std::is_same_v<std::remove_cvref_t<U>, expected>)
-  expected(U&& value) : has_value_(true) {  // NOLINT(google-explicit-constructor): implicit like std::expected
+  requires(std::is_constructible_v<T, U&&> && !std::is_same_v<std::remove_cvref_t<U>, expected>)
+      expected(U&& value)
+      : has_value_(true) {  // NOLINT(google-explicit-constructor): implicit like std::expected
     std::construct_at(&value_, std::forward<U>(value));
   }
   template <class G>
   expected(unexpected<G> failure) : has_value_(false) {  // NOLINT(google-explicit-constructor)
     std::construct_at(&error_, std::move(failure.error));
   }
-  expected(expected&& other) noexcept(std::is_nothrow_move_constructible_v<T> &&
-                                      std::is_nothrow_move_constructible_v<E>)
+  expected(expected&& other) noexcept(
+      std::is_nothrow_move_constructible_v<T>&& std::is_nothrow_move_constructible_v<E>)
       : has_value_(other.has_value_) {
     if (has_value_)
       std::construct_at(&value_, std::move(other.value_));
     else
       std::construct_at(&error_, std::move(other.error_));
   }
-  expected(const expected& other)
-    requires(std::is_copy_constructible_v<T> && std::is_copy_constructible_v<E>)
+  expected(const expected& other) requires(std::is_copy_constructible_v<T>&& std::is_copy_constructible_v<E>)
       : has_value_(other.has_value_) {
     if (has_value_)
       std::construct_at(&value_, other.value_);
     else
       std::construct_at(&error_, other.error_);
   }
-  expected& operator=(expected other) noexcept(std::is_nothrow_move_constructible_v<T> &&
-                                               std::is_nothrow_move_constructible_v<E>) {
+  expected& operator=(expected other) noexcept(
+      std::is_nothrow_move_constructible_v<T>&& std::is_nothrow_move_constructible_v<E>) {
     if (this != &other) {
       destroy();
       has_value_ = other.has_value_;
@@ -124,12 +124,11 @@ class [[nodiscard]] expected<void, E> {
   expected(unexpected<G> failure) : has_value_(false) {  // NOLINT(google-explicit-constructor)
     std::construct_at(&error_, std::move(failure.error));
   }
-  expected(expected&& other) noexcept(std::is_nothrow_move_constructible_v<E>) : has_value_(other.has_value_) {
+  expected(expected&& other) noexcept(std::is_nothrow_move_constructible_v<E>)
+      : has_value_(other.has_value_) {
     if (!has_value_) std::construct_at(&error_, std::move(other.error_));
   }
-  expected(const expected& other)
-    requires std::is_copy_constructible_v<E>
-      : has_value_(other.has_value_) {
+  expected(const expected& other) requires std::is_copy_constructible_v<E> : has_value_(other.has_value_) {
     if (!has_value_) std::construct_at(&error_, other.error_);
   }
   expected& operator=(expected other) noexcept(std::is_nothrow_move_constructible_v<E>) {

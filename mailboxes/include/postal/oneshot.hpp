@@ -274,7 +274,8 @@ void unregister(block<T>* b, waker& slot, std::uint32_t waiting_flag, std::uint3
 // Waits on a plain thread: spins briefly, then parks until the other side's transition wakes it.
 template <class T>
 void block_until(block<T>* b, waker& slot, std::uint32_t waiting_flag, std::uint32_t done_flags) {
-  if (postal::detail::spin_until([&] { return (b->state.load(std::memory_order_acquire) & done_flags) != 0; }))
+  if (postal::detail::spin_until(
+          [&] { return (b->state.load(std::memory_order_acquire) & done_flags) != 0; }))
     return;
   postal::detail::thread_parker parker;
   bool registered = false;
@@ -328,7 +329,8 @@ class receive_until_awaitable {
   template <class Promise>
   bool await_suspend(std::coroutine_handle<Promise> handle) {
     suspend_hooks* hooks = postal::detail::hooks_of(handle);
-    if (hooks == nullptr) throw std::logic_error("postal::oneshot::receiver::recv_until needs an executor with timers");
+    if (hooks == nullptr)
+      throw std::logic_error("postal::oneshot::receiver::recv_until needs an executor with timers");
     arbiter_ = postal::detail::wake_once::create(postal::detail::waker_for(handle));
     block<T>* b = target_->block_;
     if (!register_waker(b, b->receiver_waker, arbiter_->make_waker(), receiver_waiting, complete | closed,
@@ -568,10 +570,11 @@ class receiver {
     if (!finished()) {
       postal::detail::thread_parker parker;
       bool registered = false;
-      if (detail::register_waker(block_, block_->receiver_waker, parker.make_waker(), detail::receiver_waiting,
-                                 detail::complete | detail::closed, registered) &&
+      if (detail::register_waker(block_, block_->receiver_waker, parker.make_waker(),
+                                 detail::receiver_waiting, detail::complete | detail::closed, registered) &&
           !parker.park_until(deadline)) {
-        const std::uint32_t before = block_->state.fetch_and(~detail::receiver_waiting, std::memory_order_acq_rel);
+        const std::uint32_t before =
+            block_->state.fetch_and(~detail::receiver_waiting, std::memory_order_acq_rel);
         if (before & detail::complete)
           parker.park();  // the sender took the waker and is about to wake this stack frame: let it
         else
@@ -583,7 +586,6 @@ class receiver {
     if (!result) return unexpected{recv_timeout_error{recv_timeout_error::kind_type::closed}};
     return std::move(*result);
   }
-
 
   /// Closes the channel without destroying the receiver: the sender's send fails from now on and its closed()
   /// completes. A value sent before still can be received. Idempotent.

@@ -29,7 +29,8 @@ class waker {
 
   constexpr waker() noexcept = default;
   constexpr waker(void* data, const vtable* table) noexcept : data_(data), table_(table) {}
-  waker(waker&& other) noexcept : data_(std::exchange(other.data_, nullptr)), table_(std::exchange(other.table_, nullptr)) {}
+  waker(waker&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), table_(std::exchange(other.table_, nullptr)) {}
   waker& operator=(waker&& other) noexcept {
     if (this != &other) {
       reset();
@@ -89,7 +90,7 @@ inline constexpr waker::vtable inline_resume_vtable{
 
 template <class Promise>
 suspend_hooks* hooks_of(std::coroutine_handle<Promise> handle) noexcept {
-  if constexpr (requires(Promise& p) {
+  if constexpr (requires(Promise & p) {
                   { p.postal_hooks() } -> std::convertible_to<suspend_hooks*>;
                 }) {
     return handle.promise().postal_hooks();

@@ -75,7 +75,6 @@ struct shared_state {
   postal::detail::intrusive_list<waiter> closed_waiters;  // senders waiting in closed()
 };
 
-
 // A per-thread buffer for the wakers of one notification, reused so that notifying allocates nothing once
 // warmed up. A notification nested inside another one on the same thread (an inline-resumed coroutine that
 // sends again) takes an empty buffer of its own.
@@ -524,7 +523,6 @@ class [[nodiscard]] changed_awaitable {
   waiter node_;
   bool registered_ = false;
 };
-
 
 }  // namespace detail
 
