@@ -1,8 +1,9 @@
 // Stress and protocol tests of postal::mpsc beyond Tokio's test suite: many threads and many coroutines
 // sending at once (every value arrives exactly once, in per-producer order), values destroyed exactly once
 // when the channel goes away mid-stream, FIFO service of waiting senders, cancelled waits passing their slot
-// on, timed sends and recv_many. Deterministic: coroutines run on the manual executor, threads meet through
-// joins and atomics, never sleeps. Not a benchmark: sizes shrink under ThreadSanitizer.
+// on, timed sends, recv_many, and first sends racing on fresh channels (whose ring of slots the first claim
+// allocates). Deterministic: coroutines run on the manual executor, threads meet through joins and atomics,
+// never sleeps. Not a benchmark: sizes shrink under ThreadSanitizer.
 #include <postal/mpsc.hpp>
 
 #include <atomic>
@@ -56,10 +57,12 @@ using postal::test::spawn;
 constexpr std::uint64_t per_thread = 20'000;
 constexpr int coroutine_producers = 8;
 constexpr int per_coroutine = 100;
+constexpr std::uint64_t fresh_channels = 400;
 #else
 constexpr std::uint64_t per_thread = 50'000;
 constexpr int coroutine_producers = 20;
 constexpr int per_coroutine = 500;
+constexpr std::uint64_t fresh_channels = 2000;
 #endif
 constexpr int producer_threads = 4;
 
@@ -431,6 +434,154 @@ TEST_CASE("producer threads wake a consumer coroutine; producer coroutines are w
     CHECK(check.errors() == 0);
     CHECK(received == static_cast<std::size_t>(coroutine_producers * per_coroutine));
   }
+}
+
+// --- Fresh channels: the ring of slots comes with the first claim ---
+
+// Waits until all `participants` threads have arrived for round `round` (counting from 0).
+void meet(std::atomic<std::uint64_t>& arrived, std::uint64_t participants, std::uint64_t round) {
+  arrived.fetch_add(1);
+  while (arrived.load() < participants * (round + 1)) std::this_thread::yield();
+}
+
+// One racer: meets the others at each fresh channel, sends its value there (the ways to make a first claim
+// take turns), then drops its sender.
+void race_first_claims(std::vector<sender<std::uint64_t>>& mine, std::uint64_t producer,
+                       std::atomic<std::uint64_t>& arrived, std::atomic<int>& failures) {
+  for (std::uint64_t c = 0; c < mine.size(); ++c) {
+    meet(arrived, producer_threads + 1, c);
+    sender<std::uint64_t> tx = std::move(mine[c]);
+    const std::uint64_t value = encode(producer, c);
+    bool ok = false;
+    switch ((producer + c) % 4) {
+      case 0:
+        ok = tx.blocking_send(value).has_value();
+        break;
+      case 1: {
+        auto tried = tx.try_send(value);
+        ok = tried || (tried.error().is_full() && tx.blocking_send(value).has_value());
+        break;
+      }
+      case 2: {
+        auto slot = tx.blocking_reserve();
+        if (slot) {
+          slot->send(value);
+          ok = true;
+        }
+        break;
+      }
+      default: {
+        std::optional<permit<std::uint64_t>> slot;
+        if (auto tried = tx.try_reserve()) {
+          slot.emplace(std::move(*tried));
+        } else if (tried.error() == try_reserve_error::full) {
+          if (auto blocked = tx.blocking_reserve()) slot.emplace(std::move(*blocked));
+        }
+        if (slot) {
+          slot->send(value);
+          ok = true;
+        }
+        break;
+      }
+    }
+    if (!ok) failures.fetch_add(1);
+  }
+}
+
+TEST_CASE("threads race to make the first claim on fresh channels; every value arrives once",
+          "[mpsc][stress][threads][fresh]") {
+  // Capacity 1: all racers but one queue up on a ring that was only just installed.
+  const std::size_t capacity = GENERATE(1, 4, 1024);
+  INFO("capacity " << capacity);
+  std::vector<std::vector<sender<std::uint64_t>>> senders(producer_threads);
+  std::vector<receiver<std::uint64_t>> receivers;
+  for (std::uint64_t c = 0; c < fresh_channels; ++c) {
+    auto [tx, rx] = channel<std::uint64_t>(capacity);
+    for (int p = 0; p < producer_threads; ++p) senders[p].push_back(tx);
+    receivers.push_back(std::move(rx));
+  }
+  std::atomic<std::uint64_t> arrived{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> producers;
+  for (int p = 0; p < producer_threads; ++p)
+    producers.emplace_back(race_first_claims, std::ref(senders[p]), static_cast<std::uint64_t>(p),
+                           std::ref(arrived), std::ref(failures));
+  // This thread receives, racing the first claims too (a receive on a channel without a ring).
+  std::size_t received = 0;
+  std::size_t errors = 0;
+  for (std::uint64_t c = 0; c < fresh_channels; ++c) {
+    meet(arrived, producer_threads + 1, c);
+    receiver<std::uint64_t> rx = std::move(receivers[c]);
+    std::vector<bool> seen(producer_threads, false);
+    while (auto value = rx.blocking_recv()) {  // ends once every racer dropped its sender
+      const std::uint64_t producer = *value >> 32;
+      if (producer >= producer_threads || (*value & 0xffffffffu) != c || seen[producer]) {
+        ++errors;
+        continue;
+      }
+      seen[producer] = true;
+      ++received;
+    }
+  }  // each channel goes away with its last handle here or in a racer, its ring with it
+  for (auto& t : producers) t.join();
+  CHECK(failures.load() == 0);
+  CHECK(errors == 0);
+  CHECK(received == producer_threads * fresh_channels);
+}
+
+TEST_CASE("channels that never carried a value go away cleanly", "[mpsc][counted][fresh]") {
+  const long before = counted::live.load();
+  manual_executor executor;
+  {  // never used
+    auto [tx, rx] = channel<counted>(1024);
+    auto weak = tx.downgrade();
+  }
+  {  // the receiver went first: sends fail before claiming and hand their values back
+    auto [tx, rx] = channel<counted>(1024);
+    { auto gone = std::move(rx); }
+    auto tried = tx.try_send(counted(1));
+    REQUIRE_FALSE(tried);
+    CHECK(tried.error().is_closed());
+    CHECK(tried.error().value.value == 1);
+    auto blocked = tx.blocking_send(counted(2));
+    REQUIRE_FALSE(blocked);
+    CHECK(blocked.error().value.value == 2);
+    auto sending = spawn(executor, send_one(tx, counted(3)));
+    REQUIRE(sending.done());
+    REQUIRE_FALSE(sending.result());
+    CHECK(sending.result().error().value.value == 3);
+    CHECK(tx.try_reserve().error() == try_reserve_error::closed);
+  }
+  {  // polled empty, closed, polled again
+    auto [tx, rx] = channel<counted>(4);
+    CHECK(rx.try_recv().error() == try_recv_error::empty);
+    CHECK(rx.is_empty());
+    CHECK(rx.len() == 0);
+    CHECK(tx.capacity() == 4);
+    rx.close();
+    CHECK(rx.try_recv().error() == try_recv_error::disconnected);
+    CHECK(tx.try_send(counted(4)).error().is_closed());
+  }
+  {  // a receive waits on the fresh channel until the last sender goes away
+    auto [tx, rx] = channel<counted>(2);
+    auto receiving = spawn(executor, receive_one(rx));
+    REQUIRE_FALSE(receiving.done());
+    { auto last = std::move(tx); }
+    executor.run();
+    REQUIRE(receiving.done());
+    CHECK_FALSE(receiving.result());
+  }
+  {  // the only claim was a permit dropped unused: a ring, but never a value in it
+    auto [tx, rx] = channel<counted>(2);
+    {
+      auto slot = tx.try_reserve();
+      REQUIRE(slot);
+      CHECK(tx.capacity() == 1);
+    }
+    CHECK(tx.capacity() == 2);
+    CHECK(rx.try_recv().error() == try_recv_error::empty);
+  }
+  CHECK(counted::live.load() == before);
 }
 
 // --- Values destroyed exactly once ---

@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -619,7 +620,14 @@ actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, std::shared_pt
   auto [tx, rx] = mpsc::channel<envelope<Message>>(options.mailbox_capacity);
   auto control = std::make_shared<control_block>();
   control->set_nudge([weak = tx.downgrade()] {
-    if (auto mailbox = weak.upgrade()) (void)mailbox->try_send(envelope<Message>(std::in_place_index<1>));
+    auto mailbox = weak.upgrade();
+    if (!mailbox) return;
+    try {
+      (void)mailbox->try_send(envelope<Message>(std::in_place_index<1>));
+    } catch (const std::bad_alloc&) {
+      // The mailbox could not get its slots (its first message): the request waits in the control block
+      // until the actor's next message.
+    }
   });
   auto runner = std::make_unique<actor_runner<A>>(
       [... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); }, std::move(rx),

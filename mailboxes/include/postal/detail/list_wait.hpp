@@ -14,11 +14,11 @@
 namespace postal::detail {
 
 // Waiter: a list_node with a `waker target` member. Ready: a callable `bool()`, evaluated with and without
-// the lock held.
-template <class Waiter, class Ready>
+// the lock held. Lock: std::mutex or any lockable the channel guards its lists with.
+template <class Waiter, class Ready, class Lock = std::mutex>
 class [[nodiscard]] list_wait {
  public:
-  list_wait(std::mutex& lock, intrusive_list<Waiter>& list, Ready ready) noexcept
+  list_wait(Lock& lock, intrusive_list<Waiter>& list, Ready ready) noexcept
       : lock_(&lock), list_(&list), ready_(std::move(ready)) {}
   list_wait(const list_wait&) = delete;
   list_wait& operator=(const list_wait&) = delete;
@@ -47,7 +47,7 @@ class [[nodiscard]] list_wait {
   void await_resume() noexcept { registered_ = false; }
 
  private:
-  std::mutex* lock_;
+  Lock* lock_;
   intrusive_list<Waiter>* list_;
   Ready ready_;
   Waiter node_;

@@ -79,8 +79,9 @@ class slot_wait {
   }
 
   // Queues up with waker `w` (status full: the caller must suspend and touch nothing more), or claims
-  // (claimed) or finds the channel closed (closed), in which case the waker is dropped unused.
-  claim_status start_waiting(bool as_permit, waker w, claim& out) noexcept {
+  // (claimed) or finds the channel closed (closed), in which case the waker is dropped unused. May throw
+  // std::bad_alloc (the ring's first allocation) before queuing: the withdrawal then finds nothing to do.
+  claim_status start_waiting(bool as_permit, waker w, claim& out) {
     node_.target = std::move(w);
     waiting_ = true;  // before publishing: the wait may end on another thread right after
     const claim_status status = core_->claim_or_enqueue(as_permit, node_, out);
@@ -116,12 +117,12 @@ class [[nodiscard]] send_awaitable : slot_wait<T> {
  public:
   send_awaitable(bounded_core<T>* core, T&& value) noexcept : slot_wait<T>(core), value_(std::move(value)) {}
 
-  bool await_ready() noexcept {
+  bool await_ready() {
     claim c;
     return settle(this->core_->try_claim(false, c), c);
   }
   template <class Promise>
-  bool await_suspend(std::coroutine_handle<Promise> handle) noexcept {
+  bool await_suspend(std::coroutine_handle<Promise> handle) {
     claim c;
     const claim_status status = this->start_waiting(false, postal::detail::waker_for(handle), c);
     if (status == claim_status::full) return true;
@@ -239,12 +240,12 @@ class [[nodiscard]] reserve_awaitable : slot_wait<T> {
  public:
   explicit reserve_awaitable(bounded_core<T>* core) noexcept : slot_wait<T>(core) {}
 
-  bool await_ready() noexcept {
+  bool await_ready() {
     claim c;
     return settle(this->core_->try_claim(true, c));
   }
   template <class Promise>
-  bool await_suspend(std::coroutine_handle<Promise> handle) noexcept {
+  bool await_suspend(std::coroutine_handle<Promise> handle) {
     claim c;
     const claim_status status = this->start_waiting(true, postal::detail::waker_for(handle), c);
     if (status == claim_status::full) return true;
@@ -331,6 +332,9 @@ class permit {
 /// destroyed. Thread-safety: senders, and one sender object, may be used from several threads at once
 /// (except assignment and destruction). Awaitables returned by send(), reserve() and send_timeout() refer to
 /// the channel through this sender: the sender must outlive them (as a Tokio future borrows its Sender).
+/// Allocation: the channel's ring of slots is allocated by its first send or reserve (of any sender), so an
+/// unused channel costs none. If that allocation fails, the operation throws std::bad_alloc having sent or
+/// reserved nothing (a value passed to it is destroyed, not sent); the channel stays usable.
 template <class T>
 class sender {
  public:
@@ -354,13 +358,15 @@ class sender {
   /// is free and nobody waits before it.
   /// Cancel-safety: destroying the waiting coroutine withdraws the send; the value was not sent (it is
   /// destroyed with the awaitable), and a slot granted to it meanwhile goes to the next waiting sender.
+  /// The co_await throws std::bad_alloc, the value not sent, if it cannot allocate the ring (see above).
   detail::send_awaitable<T> send(T value) noexcept {
     return detail::send_awaitable<T>(core_, std::move(value));
   }
 
   /// Sends without waiting. Fails with try_send_failure::closed if the receiver is gone or closed, or with
   /// try_send_failure::full if no slot is free or other senders are waiting for one (it never jumps the
-  /// queue); the value is handed back either way.
+  /// queue); the value is handed back either way. Throws std::bad_alloc, the value not sent, if it cannot
+  /// allocate the ring (see above).
   expected<void, try_send_error<T>> try_send(T value) {
     detail::claim c;
     switch (core_->try_claim(false, c)) {
@@ -377,7 +383,7 @@ class sender {
 
   /// Blocks the calling thread until the value is in the channel (spinning briefly, then parked in the queue
   /// of waiting senders); send_error with the value back if the receiver is gone or closed. Throws
-  /// std::logic_error on a runtime worker thread.
+  /// std::logic_error on a runtime worker thread, and std::bad_alloc as send() does.
   expected<void, send_error<T>> blocking_send(T value) {
     postal::detail::check_may_block("blocking_send");
     detail::claim c;
@@ -396,7 +402,7 @@ class sender {
   /// `co_await tx.send_timeout(v, timeout)`: like send(), but gives up once `timeout` has passed:
   /// send_timeout_error with kind timeout (or closed) and the value back. Needs the awaiting coroutine's
   /// executor to have timers: throws std::logic_error from the co_await if the coroutine has no
-  /// suspend_hooks, or if it has to wait and its executor's wake_at() declines.
+  /// suspend_hooks, or if it has to wait and its executor's wake_at() declines; std::bad_alloc as send().
   /// Cancel-safety: as send().
   detail::send_timeout_awaitable<T> send_timeout(T value,
                                                  std::chrono::steady_clock::duration timeout) noexcept {
@@ -405,7 +411,7 @@ class sender {
   }
 
   /// Blocks the calling thread like blocking_send(), for at most `timeout`; returns what send_timeout()
-  /// would. Throws std::logic_error on a runtime worker thread.
+  /// would. Throws std::logic_error on a runtime worker thread, and std::bad_alloc as send() does.
   expected<void, send_timeout_error<T>> blocking_send_timeout(T value,
                                                               std::chrono::steady_clock::duration timeout) {
     postal::detail::check_may_block("blocking_send_timeout");
@@ -431,11 +437,13 @@ class sender {
   /// `co_await tx.reserve()` -> a permit for one slot, waiting (in the same FIFO as send) while the channel
   /// is full; closed_error if the receiver is gone or closed.
   /// Cancel-safety: destroying the waiting coroutine withdraws the wait; a slot granted meanwhile goes to the
-  /// next waiting sender.
+  /// next waiting sender. The co_await throws std::bad_alloc, nothing reserved, if it cannot allocate the
+  /// ring (see above).
   detail::reserve_awaitable<T> reserve() noexcept { return detail::reserve_awaitable<T>(core_); }
 
   /// A permit if a slot is free and nobody waits for one; else try_reserve_error::full, or
-  /// try_reserve_error::closed if the receiver is gone or closed. Never waits.
+  /// try_reserve_error::closed if the receiver is gone or closed. Never waits. Throws std::bad_alloc as
+  /// reserve() does.
   expected<permit<T>, try_reserve_error> try_reserve() {
     detail::claim c;
     switch (core_->try_claim(true, c)) {
@@ -450,7 +458,7 @@ class sender {
   }
 
   /// Blocks the calling thread until it holds a permit; closed_error if the receiver is gone or closed.
-  /// Throws std::logic_error on a runtime worker thread.
+  /// Throws std::logic_error on a runtime worker thread, and std::bad_alloc as reserve() does.
   expected<permit<T>, closed_error> blocking_reserve() {
     postal::detail::check_may_block("blocking_reserve");
     detail::claim c;
@@ -462,7 +470,7 @@ class sender {
   /// `co_await tx.closed()` completes once the receiver is closed or destroyed (at once if it already is).
   /// Cancel-safety: destroying the waiting coroutine withdraws the wait; nothing is lost.
   detail::closed_awaitable<detail::bounded_core<T>> closed() const noexcept {
-    return detail::closed_awaitable<detail::bounded_core<T>>(core_);
+    return detail::wait_closed(core_);
   }
   /// Blocks the calling thread until the receiver is closed or destroyed. Throws std::logic_error on a
   /// runtime worker thread.
@@ -657,7 +665,8 @@ class receiver {
 
 /// Creates a bounded channel with room for `capacity` values: `auto [tx, rx] = postal::mpsc::channel<T>(n);`.
 /// Throws std::invalid_argument if `capacity` is 0 or above max_channel_capacity. One allocation for the
-/// shared state and one for the ring of slots (capacity rounded up to a power of two); none per message.
+/// shared state, and one for the ring of slots (capacity rounded up to a power of two) made by the first
+/// send or reserve (see sender); none per message.
 template <class T>
 std::pair<sender<T>, receiver<T>> channel(std::size_t capacity) {
   static_assert(!std::is_void_v<T> && !std::is_reference_v<T>,

@@ -61,7 +61,7 @@ class unbounded_sender {
   /// `co_await tx.closed()` completes once the receiver is closed or destroyed (at once if it already is).
   /// Cancel-safety: destroying the waiting coroutine withdraws the wait; nothing is lost.
   detail::closed_awaitable<detail::unbounded_core<T>> closed() const noexcept {
-    return detail::closed_awaitable<detail::unbounded_core<T>>(core_);
+    return detail::wait_closed(core_);
   }
   /// Blocks the calling thread until the receiver is closed or destroyed. Throws std::logic_error on a
   /// runtime worker thread.

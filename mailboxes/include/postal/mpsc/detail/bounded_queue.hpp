@@ -16,6 +16,10 @@
 // - The receiver parks by publishing its waker and setting "receiver parked"; whoever clears that bit owns
 //   the waker and wakes it: the sender whose claim CAS cleared it (after writing its slot), or, once nothing
 //   can arrive any more, the last sender or permit going away.
+// - The ring is allocated by the first claim (send or reserve), not with the channel: an idle channel (an
+//   actor's mailbox that never got a message) costs no ring. Every claim (tail or permit) is made by a
+//   sender that saw the ring allocated, so a claimed slot always has a ring, and a receiver that finds no
+//   ring has nothing to take.
 #pragma once
 
 #include <postal/mpsc/detail/common.hpp>
@@ -89,19 +93,22 @@ class bounded_core {
   explicit bounded_core(std::size_t capacity)
       : ring_size_(std::bit_ceil(capacity < 2 ? std::size_t{2} : capacity)),
         ring_mask_(static_cast<std::uint32_t>(ring_size_ - 1)),
-        capacity_(static_cast<std::uint32_t>(capacity)),
-        slots_(allocate_ring(ring_size_)) {}
+        line_shift_(static_cast<std::uint32_t>(std::countr_zero(slots_per_line(ring_size_)))),
+        lines_shift_(static_cast<std::uint32_t>(std::countr_zero(ring_size_ / slots_per_line(ring_size_)))),
+        capacity_(static_cast<std::uint32_t>(capacity)) {}
   bounded_core(const bounded_core&) = delete;
   bounded_core& operator=(const bounded_core&) = delete;
   // Destroys the values still in the ring (written after the receiver drained it, or never received).
   ~bounded_core() {
+    slot<T>* const ring = ring_.load(std::memory_order_acquire);
+    if (ring == nullptr) return;  // never claimed: nothing was written
     const std::uint32_t tail = tail_of(producer_.load(std::memory_order_acquire));
     for (std::uint32_t i = static_cast<std::uint32_t>(head_) & index_mask; i != tail;
          i = (i + 1) & index_mask) {
-      slot<T>& s = slots_[i & ring_mask_];
+      slot<T>& s = ring[position(i)];
       if (s.published().load(std::memory_order_acquire) == free_for(i) + 1) std::destroy_at(s.value());
     }
-    free_ring(slots_, ring_size_);
+    free_ring(ring, ring_size_);
   }
 
   handle_counts counts;
@@ -115,18 +122,24 @@ class bounded_core {
   // --- sender side ---
 
   // Claims room for one value without waiting: the next index (as_permit false; publish() must follow) or
-  // a permit. Reports full while other senders wait for room (no barging).
-  claim_status try_claim(bool as_permit, claim& out) noexcept {
+  // a permit. Reports full while other senders wait for room (no barging). Throws std::bad_alloc, having
+  // claimed nothing, if it is the first claim and cannot allocate the ring.
+  claim_status try_claim(bool as_permit, claim& out) {
+    slot<T>* ring = ring_.load(std::memory_order_acquire);
     std::uint64_t word = producer_.load(std::memory_order_relaxed);
     for (;;) {
       if (word & closed_bit) return claim_status::closed;
       if ((word & senders_queued_bit) || (as_permit && permits_of(word) == max_permits))
         return claim_status::full;
+      // Allocated before the claim CAS, so that a failure leaves nothing claimed. (Queued senders installed
+      // a ring before queuing, and permits imply one: a closed or full channel allocates nothing here.)
+      if (ring == nullptr) [[unlikely]]
+        ring = install_ring();
       // One more claim needs index tail + permits - capacity consumed: its slot then is free for the lap
       // after it. (Before the first lap wraps, that is the initial state of the slot.)
       const std::uint32_t needed = (tail_of(word) + permits_of(word) - capacity_) & index_mask;
       const std::uint32_t after_needed = (needed + static_cast<std::uint32_t>(ring_size_)) & index_mask;
-      if (slots_[needed & ring_mask_].published().load(std::memory_order_acquire) != free_for(after_needed)) {
+      if (ring[position(needed)].published().load(std::memory_order_acquire) != free_for(after_needed)) {
         const std::uint64_t now = producer_.load(std::memory_order_relaxed);
         if (now == word) return claim_status::full;
         word = now;  // others claimed meanwhile: check again against the new tail
@@ -142,7 +155,12 @@ class bounded_core {
 
   // The waiting path, under the waiters lock: sets "senders waiting", then claims if nobody waits before
   // this sender and there is room; otherwise queues `node` (whose waker must be set) and reports full.
-  claim_status claim_or_enqueue(bool as_permit, waiter& node, claim& out) noexcept {
+  // Throws std::bad_alloc, having changed nothing, if no ring exists yet and none can be allocated.
+  // (Callers try_claim() first, which allocates it; this is for a caller that did not.)
+  claim_status claim_or_enqueue(bool as_permit, waiter& node, claim& out) {
+    // Before the lock and the bits: a queued sender, and a grant to it, may then count on the ring.
+    if (ring_.load(std::memory_order_acquire) == nullptr) [[unlikely]]
+      install_ring();
     std::lock_guard guard(lock_);
     const std::uint64_t consumer = consumer_.fetch_or(senders_waiting_bit, std::memory_order_seq_cst);
     std::uint64_t word =
@@ -166,8 +184,10 @@ class bounded_core {
   }
 
   // Writes `value` into the claimed slot and publishes it; wakes the receiver if the claim took its waker.
+  // The ring exists: whoever claimed the slot (or the permit) saw it first, and passed that on with the
+  // claim (granting a permit, or handing it to another thread, synchronizes).
   void publish(const claim& c, T&& value) noexcept {
-    slot<T>& s = slots_[c.index & ring_mask_];
+    slot<T>& s = ring_.load(std::memory_order_acquire)[position(c.index)];
     // Room accounting guarantees the slot is free already; the acquire load orders the receiver's last
     // use of it before this write (a line this sender writes next anyway).
     const std::uint32_t free = free_for(c.index);
@@ -256,10 +276,14 @@ class bounded_core {
   // Grants the freed slots to waiting senders.
   template <class Sink>
   std::size_t take(std::size_t limit, Sink&& sink) noexcept {
+    // No ring yet: nothing was published. (A sender that claimed a slot installed it before its claim CAS;
+    // once park() or a later poll sees that claim, this load sees the ring.)
+    slot<T>* const ring = ring_.load(std::memory_order_acquire);
+    if (ring == nullptr) return 0;
     std::size_t taken = 0;
     while (taken < limit) {
       const std::uint32_t index = static_cast<std::uint32_t>(head_) & index_mask;
-      slot<T>& s = slots_[index & ring_mask_];
+      slot<T>& s = ring[position(index)];
       const std::uint32_t free = free_for(index);
       if (s.published().load(std::memory_order_acquire) != free + 1) break;
       sink(std::move(*s.value()));
@@ -274,7 +298,7 @@ class bounded_core {
       const std::uint32_t lap = static_cast<std::uint32_t>(ring_size_);
       for (std::uint32_t index = static_cast<std::uint32_t>(head_ - taken);
            index != static_cast<std::uint32_t>(head_); ++index)
-        slots_[index & ring_mask_].published().store(free_for(index + lap), std::memory_order_release);
+        ring[position(index)].published().store(free_for(index + lap), std::memory_order_release);
       if (before & senders_waiting_bit) serve_waiters();
     }
     return taken;
@@ -356,6 +380,17 @@ class bounded_core {
   }
 
  private:
+  // The first claim's slow path: allocates a zeroed ring (all slots free for their first lap) and installs
+  // it, unless another sender got there first (then this one is freed). Returns the installed ring.
+  slot<T>* install_ring() {
+    slot<T>* const mine = allocate_ring(ring_size_);
+    slot<T>* installed = nullptr;
+    // Release: the zeroes are visible to whoever acquires the pointer.
+    if (ring_.compare_exchange_strong(installed, mine, std::memory_order_acq_rel, std::memory_order_acquire))
+      return mine;
+    free_ring(mine, ring_size_);
+    return installed;
+  }
   static slot<T>* allocate_ring(std::size_t count) {
     const std::size_t bytes = count * sizeof(slot<T>);
     if constexpr (alignof(slot<T>) <= alignof(std::max_align_t)) {
@@ -388,6 +423,19 @@ class bounded_core {
   static claim claim_of(std::uint64_t word_before, bool as_permit) noexcept {
     if (as_permit) return claim{};
     return claim{tail_of(word_before), (word_before & receiver_parked_bit) != 0};
+  }
+  // Slots per 64-byte cache line (a power of two, at most the ring size).
+  static constexpr std::size_t slots_per_line(std::size_t ring_size) noexcept {
+    const std::size_t per_line = std::bit_floor(std::max<std::size_t>(1, 64 / sizeof(slot<T>)));
+    return std::min(per_line, ring_size);
+  }
+  // Where index i lives in the ring: consecutive indices go to different cache lines (index i and i + 1
+  // are a line apart, wrapping round), so a sender writing index i and the receiver taking i - 1 do not
+  // pass one cache line back and forth for every value. A bijection of [0, ring size).
+  std::uint32_t position(std::uint32_t index) const noexcept {
+    const std::uint32_t i = index & ring_mask_;
+    const std::uint32_t lines_mask = (std::uint32_t{1} << lines_shift_) - 1;
+    return ((i & lines_mask) << line_shift_) | (i >> lines_shift_);
   }
   // The sequence number of index i's slot while it is free for i (its value then makes it free_for(i) + 1;
   // the receiver, having taken it, makes it free_for(i + ring size)). A multiple of the ring size, so the
@@ -445,8 +493,11 @@ class bounded_core {
 
   const std::size_t ring_size_;
   const std::uint32_t ring_mask_;
+  const std::uint32_t line_shift_;   // log2 of the slots that share a cache line
+  const std::uint32_t lines_shift_;  // log2 of the cache lines the ring spans
   const std::uint32_t capacity_;
-  slot<T>* const slots_;
+  // Null until the first claim (see install_ring()); then fixed until the destructor frees it.
+  std::atomic<slot<T>*> ring_{nullptr};
 
   // Producer side: touched by every send.
   alignas(64) std::atomic<std::uint64_t> producer_{0};

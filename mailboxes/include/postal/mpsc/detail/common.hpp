@@ -4,6 +4,7 @@
 #pragma once
 
 #include <postal/detail/intrusive_list.hpp>
+#include <postal/detail/list_wait.hpp>
 #include <postal/waker.hpp>
 
 #include <algorithm>
@@ -14,21 +15,13 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace postal::mpsc::detail {
 
-// Busy-waiting hint for short spins.
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#else
-  std::this_thread::yield();
-#endif
-}
+using postal::detail::cpu_relax;
 
 // How many times a blocking form polls the channel before it parks its thread.
 inline constexpr int spin_iterations = 64;
@@ -215,7 +208,7 @@ struct receive_one {
   std::optional<T> value;
 
   template <class Core>
-  bool poll(Core& core) {
+  [[gnu::noinline]] bool poll(Core& core) {
     if (core.take(1, [this](T&& v) noexcept { value.emplace(std::move(v)); }) != 0) return true;
     return core.finished();
   }
@@ -263,40 +256,18 @@ auto blocking_receive(Core& core, Operation operation) {
 // `co_await tx.closed()`, over a core that offers `bool receiver_closed()`, `waiters_lock()` and
 // `closed_waiters()` (woken with wait_state::closed when the receiver closes).
 template <class Core>
-class [[nodiscard]] closed_awaitable {
- public:
-  explicit closed_awaitable(Core* core) noexcept : core_(core) {}
-  closed_awaitable(const closed_awaitable&) = delete;
-  closed_awaitable& operator=(const closed_awaitable&) = delete;
-  ~closed_awaitable() {
-    if (registered_) {
-      std::lock_guard lock(core_->waiters_lock());
-      if (node_.linked()) core_->closed_waiters().remove(&node_);
-    }
-  }
-
-  bool await_ready() const noexcept { return core_->receiver_closed(); }
-  template <class Promise>
-  bool await_suspend(std::coroutine_handle<Promise> handle) {
-    node_.target = postal::detail::waker_for(handle);
-    {
-      std::lock_guard lock(core_->waiters_lock());
-      if (!core_->receiver_closed()) {
-        registered_ = true;  // before the lock is released: the wait may end right after
-        core_->closed_waiters().push_back(&node_);
-        return true;
-      }
-    }
-    node_.target.reset();
-    return false;
-  }
-  void await_resume() noexcept { registered_ = false; }
-
- private:
-  Core* core_;
-  waiter node_;
-  bool registered_ = false;
+struct receiver_closed_of {
+  Core* core;
+  bool operator()() const noexcept { return core->receiver_closed(); }
 };
+template <class Core>
+using closed_awaitable =
+    postal::detail::list_wait<waiter, receiver_closed_of<Core>,
+                              std::remove_reference_t<decltype(std::declval<Core&>().waiters_lock())>>;
+template <class Core>
+closed_awaitable<Core> wait_closed(Core* core) noexcept {
+  return closed_awaitable<Core>(core->waiters_lock(), core->closed_waiters(), receiver_closed_of<Core>{core});
+}
 
 // Blocks the calling thread until the core's receiver is closed.
 template <class Core>
