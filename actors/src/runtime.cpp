@@ -173,7 +173,7 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
     runtime_impl* outer_owner = std::exchange(context.owner, owner);
     caf::execution_unit* outer_unit = std::exchange(context.unit, unit);
     const bool outer_flag = std::exchange(postal::detail::on_executor_thread, true);
-    run_turn(context);
+    run_turn(context, /*donate_reference=*/false);
     std::size_t budget = owner->budget;
     while (task_job* next = context.woken.pop_front()) {
       if (budget == 0) {  // hand it to CAF with the run list's reference
@@ -182,8 +182,7 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
         continue;
       }
       --budget;
-      next->run_turn(context);
-      next->release();
+      next->run_turn(context, /*donate_reference=*/true);
     }
     context.owner = outer_owner;
     context.unit = outer_unit;
@@ -195,7 +194,7 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
   // -- suspend_hooks ---------------------------------------------------------------------------------------
   waker waker_for(std::coroutine_handle<> handle) noexcept override {
     resume_point_ = handle;
-    add_ref();
+    if (!std::exchange(spare_reference_, false)) add_ref();
     return waker(static_cast<void*>(this), &waker_table);
   }
   bool wake_at(std::chrono::steady_clock::time_point deadline, waker& target) override {
@@ -245,7 +244,11 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
     std::uint8_t expected = idle;
     return state_.compare_exchange_strong(expected, cancelled, std::memory_order_acq_rel);
   }
-  void destroy_frame() noexcept { root_.destroy(); }
+  // Destroys a cancelled task's frame and drops the reference it kept for its next waker.
+  void destroy_frame() noexcept {
+    root_.destroy();
+    if (std::exchange(spare_reference_, false)) release();
+  }
 
   void add_ref() noexcept { references_.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
@@ -258,24 +261,42 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
       [](void* data) noexcept { static_cast<task_job*>(data)->release(); },
   };
 
-  // Runs the task until it suspends or finishes. The caller owns the "scheduled" state.
-  void run_turn(worker_context& context) {
+  // Runs the task until it suspends or finishes. The caller owns the "scheduled" state and one reference.
+  // With donate_reference (a run from the run list), that reference is this function's: instead of being
+  // dropped after the turn it is kept for the task's next waker, which then needs no atomic increment (the
+  // command pattern makes one waker per hop). CAF drops its own reference itself.
+  void run_turn(worker_context& context, bool donate_reference) {
     state_.store(running, std::memory_order_relaxed);
     last_worker_ = context.unit;
     resume_point_.resume();
     if (root_.done()) {
       state_.store(finished, std::memory_order_release);
       root_.destroy();
+      if (std::exchange(spare_reference_, false)) release();  // never the last: the runtime holds one
       owner_->task_ended(this);
+      if (donate_reference) release();
       return;
     }
+    // Set while this thread still owns the task: a runner elsewhere may read it once the state says idle.
+    const bool kept = donate_reference && !spare_reference_;
+    if (kept) spare_reference_ = true;
     std::uint8_t expected = running;
-    if (state_.compare_exchange_strong(expected, idle, std::memory_order_acq_rel)) return;
+    if (state_.compare_exchange_strong(expected, idle, std::memory_order_acq_rel)) {
+      if (donate_reference && !kept) release();
+      return;
+    }
+    // Woken while it ran (or yielding): it needs a queue reference again.
     state_.store(scheduled, std::memory_order_relaxed);
-    add_ref();
+    if (!kept && donate_reference) {
+      // the donated reference goes on with the task
+    } else if (kept) {
+      spare_reference_ = false;  // the donated reference goes on with the task after all
+    } else {
+      add_ref();
+    }
     if (std::exchange(yielding_, false)) {
       // yield_now: to the back of CAF's queue, so every task already queued anywhere runs first.
-      owner_->enqueue_with_reference(this);
+      owner_->enqueue_with_reference(this, nullptr);
     } else {
       // Woken while it ran: it runs again behind the tasks already woken on this worker.
       context.woken.push_back(this);
@@ -288,6 +309,8 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
   std::atomic<std::uint32_t> references_{1};  // the runtime's own, dropped when the task ends
   std::atomic<std::uint8_t> state_{idle};
   bool yielding_ = false;  // set by the running task itself (yield_now)
+  // A reference kept for the next waker_for (see run_turn); touched only by whoever owns the task's state.
+  bool spare_reference_ = false;
   // The worker that ran this task last (read by a waker only after the state word handed the task over).
   caf::execution_unit* last_worker_ = nullptr;
 };
