@@ -35,6 +35,19 @@ postal::runtime_options bench_runtime() {
   return postal::runtime_options{.workers = bench::workers()};
 }
 
+// Resident memory of this process, from /proc/self/statm.
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+// "rss_growth_mb=<n>": how much resident memory a scenario added (a bounded mailbox keeps it flat).
+std::string rss_growth(std::size_t before) {
+  const std::size_t after = resident_bytes();
+  return "rss_growth_mb=" + std::to_string(after > before ? (after - before) >> 20 : 0);
+}
+
 // The actor system of the CAF twins: CAF's own defaults, with the same worker count as postal's runtime.
 struct plain_caf_config {
   plain_caf_config() { config.set("scheduler.max-threads", static_cast<std::int64_t>(bench::workers())); }
@@ -94,13 +107,14 @@ const bench::scenario actor_tell("actor_tell", [] {
       postal::spawn_actor<sink>(rt, postal::actor_options{.mailbox_capacity = 1024}, tell_messages,
                                 std::make_shared<postal::oneshot::sender<std::uint64_t>>(std::move(done_tx)));
   auto from = postal::spawn_actor<source>(rt, postal::actor_options{}, target);
+  const std::size_t before = resident_bytes();
   auto start = bench::clock::now();
   bench::check(from.blocking_tell(pour{tell_messages}).has_value(), "actor_tell: the source is gone");
   auto sum = done_rx.blocking_recv();
   double seconds = bench::seconds_since(start);
   bench::check(sum.has_value() && *sum == expected_sum(tell_messages),
                "actor_tell: wrong sum: lost or duplicated");
-  return bench::outcome{tell_messages, seconds, {}};
+  return bench::outcome{tell_messages, seconds, rss_growth(before)};
 });
 
 const bench::scenario actor_tell_caf("actor_tell_caf", [] {
@@ -123,14 +137,16 @@ const bench::scenario actor_tell_caf("actor_tell_caf", [] {
         }};
       },
       target);
+  const std::size_t before = resident_bytes();
   auto start = bench::clock::now();
   caf::anon_send(from, caf::ok_atom::value);
   std::uint64_t sum = done.get_future().get();
+  const std::string growth = rss_growth(before);
   double seconds = bench::seconds_since(start);
   bench::check(sum == expected_sum(tell_messages), "actor_tell_caf: wrong sum");
   caf::anon_send_exit(from, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(target, caf::exit_reason::user_shutdown);
-  return bench::outcome{tell_messages, seconds, {}};
+  return bench::outcome{tell_messages, seconds, growth};
 });
 
 // --- actor_ask: an actor asks another and awaits each reply, 1 M sequential round trips ---
@@ -265,13 +281,6 @@ const bench::scenario thread_ask_caf("thread_ask_caf", [] {
 // --- spawn: spawn 1 M idle actors, then stop them all; also bytes_per_actor (resident growth / count) ---
 
 namespace {
-
-std::size_t resident_bytes() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-}
 
 std::size_t spawn_count() {
   if (const char* value = std::getenv("POSTAL_BENCH_SPAWN")) return std::strtoul(value, nullptr, 10);
