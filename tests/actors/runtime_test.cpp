@@ -99,6 +99,16 @@ TEST_CASE("join handles: awaited in a task, blocked on from a plain thread, deta
     auto handle = rt.spawn(failing());
     CHECK_THROWS_WITH(handle.blocking_join(), "boom");
   }
+  SECTION("spawn_detached runs a task that has no join handle at all") {
+    auto [tx, rx] = postal::oneshot::channel<int>();
+    rt.spawn_detached([](postal::oneshot::sender<int> reply) -> task<void> {
+      co_await postal::yield_now();
+      (void)reply.send(11);
+    }(std::move(tx)));
+    auto value = rx.blocking_recv();
+    REQUIRE(value);
+    CHECK(*value == 11);
+  }
   SECTION("a detached task keeps running to the end") {
     auto [tx, rx] = postal::oneshot::channel<int>();
     {

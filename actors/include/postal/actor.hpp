@@ -22,7 +22,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -34,6 +33,7 @@
 #include <type_traits>
 #include <utility>
 #include <variant>
+#include <vector>
 
 namespace postal {
 
@@ -515,7 +515,7 @@ struct actor_runner {
   static task<void> run(std::unique_ptr<actor_runner> owned) {
     actor_runner& me = *owned;
     exit_guard guard{me.identity.control.get()};
-    std::deque<std::chrono::steady_clock::time_point> restarts;
+    std::vector<std::chrono::steady_clock::time_point> restarts;  // empty (no allocation) until a failure
     std::optional<exit_reason> reason;
     std::unique_ptr<A> instance;
     bool needs_start = true;
@@ -573,7 +573,7 @@ struct actor_runner {
       const supervision& policy = me.options.on_failure;
       if (policy.policy == supervision::policy_type::restart) {
         const auto now = std::chrono::steady_clock::now();
-        while (!restarts.empty() && now - restarts.front() > policy.period) restarts.pop_front();
+        std::erase_if(restarts, [&](auto at) { return now - at > policy.period; });
         if (restarts.size() < policy.max_restarts) {
           restarts.push_back(now);
           report_actor_failure(what, true);
@@ -633,7 +633,7 @@ actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, std::shared_pt
       [... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); }, std::move(rx),
       actor_identity<Message>{tx.downgrade(), control, &rt}, std::move(supervisor), options);
   actor_ref<Message> ref(std::move(tx), std::move(control));
-  (void)rt.spawn(actor_runner<A>::run(std::move(runner)));
+  rt.spawn_detached(actor_runner<A>::run(std::move(runner)));
   return ref;
 }
 

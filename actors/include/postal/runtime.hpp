@@ -49,6 +49,10 @@ class runtime {
     return detail::spawn_on(this, work);
   }
 
+  /// Starts `work` like spawn, without a join handle (nothing to allocate for one). An exception it ends
+  /// with is reported on stderr.
+  void spawn_detached(task<void> work) { detail::spawn_detached_on(this, work); }
+
   /// Runs `work` to completion from a plain thread and returns its value (rethrowing its exception).
   /// Throws std::logic_error on a worker thread of a runtime (it would block the worker).
   template <class T>

@@ -141,6 +141,8 @@ runtime* current_runtime() noexcept;
 // Starts `work` on `owner` and returns its join handle (runtime::spawn and postal::spawn).
 template <class T>
 join_handle<T> spawn_on(runtime* owner, task<T>& work);
+// Starts `work` on `owner` without a join handle (runtime::spawn_detached).
+void spawn_detached_on(runtime* owner, task<void>& work);
 
 }  // namespace detail
 
@@ -234,6 +236,7 @@ class [[nodiscard]] task {
   friend class detail::task_promise<T>;
   template <class U>
   friend join_handle<U> detail::spawn_on(runtime*, task<U>&);
+  friend void detail::spawn_detached_on(runtime*, task<void>&);
   explicit task(std::coroutine_handle<promise_type> handle) noexcept : handle_(handle) {}
 
   std::coroutine_handle<promise_type> release() noexcept { return std::exchange(handle_, {}); }
@@ -288,6 +291,12 @@ join_handle<T> detail::spawn_on(runtime* owner, task<T>& work) {
   handle.promise().set_reply(std::move(reply));
   spawn_root(owner, handle, handle.promise());
   return join_handle<T>(std::move(outcome));
+}
+
+inline void detail::spawn_detached_on(runtime* owner, task<void>& work) {
+  if (!work.handle_) throw std::logic_error("postal::spawn: this task was already started or moved from");
+  auto handle = work.release();
+  spawn_root(owner, handle, handle.promise());
 }
 
 /// Spawns `work` on the runtime whose task is calling; throws std::logic_error when called from outside a
