@@ -10,12 +10,13 @@
 //   on_stop(reason)   optional; once, after the last message; void or task<void>
 #pragma once
 
+#include <postal/detail/intrusive_list.hpp>
+#include <postal/detail/list_wait.hpp>
 #include <postal/mpsc.hpp>
 #include <postal/oneshot.hpp>
 #include <postal/runtime.hpp>
 #include <postal/task.hpp>
 #include <postal/time.hpp>
-#include <postal/watch.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -161,8 +162,6 @@ using envelope = std::variant<Message, nudge>;
 // and the exit status that monitors watch.
 class control_block {
  public:
-  control_block() : exit_(watch::channel<std::optional<exit_reason>>(std::nullopt)) {}
-
   // Records a request (the first one wins, except that a failure replaces a stop), raises the flag and
   // nudges the actor in case it waits for messages.
   void post(control_request request) {
@@ -184,15 +183,55 @@ class control_block {
     return std::exchange(request_, std::nullopt);
   }
 
-  watch::receiver<std::optional<exit_reason>> subscribe() const { return exit_.first.subscribe(); }
-  void finish(exit_reason reason) { exit_.first.send_replace(std::move(reason)); }
-  bool finished() const { return exit_.first.borrow()->has_value(); }
+  // -- the exit status that monitors wait for: set once, then every waiting monitor is woken ------------
+  struct exit_waiter : postal::detail::list_node {
+    waker target;
+  };
+  struct has_finished {
+    const control_block* block;
+    bool operator()() const noexcept { return block->finished(); }
+  };
+  using finish_wait = postal::detail::list_wait<exit_waiter, has_finished>;
+
+  // Records the exit reason (the first one stays) and wakes the monitors waiting for it.
+  void finish(exit_reason reason) {
+    std::vector<waker> wakers;
+    {
+      std::lock_guard lock(lock_);
+      if (exit_) return;
+      exit_ = std::move(reason);
+      finished_.store(true, std::memory_order_release);
+      while (exit_waiter* waiting = exit_waiters_.pop_front()) wakers.push_back(std::move(waiting->target));
+    }
+    for (waker& w : wakers) w.wake();
+  }
+  bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
+  std::optional<exit_reason> exit() const {
+    std::lock_guard lock(lock_);
+    return exit_;
+  }
+  finish_wait wait_finished() { return finish_wait(lock_, exit_waiters_, has_finished{this}); }
+  // Blocks the calling thread until finish() was called.
+  void block_until_finished() {
+    if (postal::detail::spin_until([this] { return finished(); })) return;
+    postal::detail::thread_parker parker;
+    exit_waiter node;
+    node.target = parker.make_waker();
+    {
+      std::lock_guard lock(lock_);
+      if (exit_) return;
+      exit_waiters_.push_back(&node);
+    }
+    parker.park();
+  }
 
  private:
   std::atomic<bool> pending_{false};
-  std::mutex lock_;
+  std::atomic<bool> finished_{false};
+  mutable std::mutex lock_;  // guards request_, exit_ and exit_waiters_
   std::optional<control_request> request_;
-  std::pair<watch::sender<std::optional<exit_reason>>, watch::receiver<std::optional<exit_reason>>> exit_;
+  std::optional<exit_reason> exit_;
+  postal::detail::intrusive_list<exit_waiter> exit_waiters_;
   std::function<void()> nudge_;
 };
 
@@ -201,24 +240,25 @@ class control_block {
 /// Awaits an actor's end: `co_await monitor.exit()` in a task, `monitor.blocking_exit()` on a plain thread.
 class actor_monitor {
  public:
-  explicit actor_monitor(watch::receiver<std::optional<exit_reason>> status) : status_(std::move(status)) {}
+  explicit actor_monitor(std::shared_ptr<detail::control_block> control) : control_(std::move(control)) {}
 
-  /// The exit reason, once the actor has ended (at once if it already has).
+  /// The exit reason, once the actor has ended (at once if it already has). Cancel-safety: destroying the
+  /// waiting task withdraws the wait.
   task<exit_reason> exit() {
-    auto ended = co_await status_.wait_for([](const std::optional<exit_reason>& r) { return r.has_value(); });
-    if (!ended) co_return exit_reason{exit_reason::kind_type::killed, "the actor's runtime went away"};
-    co_return (**ended).value();
+    co_await control_->wait_finished();
+    co_return *control_->exit();
   }
+  /// exit() for plain threads. Throws std::logic_error on a runtime worker thread.
   exit_reason blocking_exit() {
-    auto ended = status_.blocking_wait_for([](const std::optional<exit_reason>& r) { return r.has_value(); });
-    if (!ended) return exit_reason{exit_reason::kind_type::killed, "the actor's runtime went away"};
-    return (**ended).value();
+    postal::detail::check_may_block("postal::actor_monitor::blocking_exit");
+    control_->block_until_finished();
+    return *control_->exit();
   }
   /// The exit reason if the actor has ended, without waiting.
-  std::optional<exit_reason> try_exit() const { return *status_.borrow(); }
+  std::optional<exit_reason> try_exit() const { return control_->exit(); }
 
  private:
-  watch::receiver<std::optional<exit_reason>> status_;
+  std::shared_ptr<detail::control_block> control_;
 };
 
 namespace detail {
@@ -355,7 +395,7 @@ class actor_ref {
   }
 
   /// A monitor whose exit() gives this actor's exit reason.
-  actor_monitor monitor() const { return actor_monitor(control_->subscribe()); }
+  actor_monitor monitor() const { return actor_monitor(control_); }
 
   /// True once the actor no longer takes messages.
   bool is_closed() const noexcept { return mailbox_.is_closed(); }
@@ -512,8 +552,8 @@ struct actor_runner {
     }
   };
 
-  static task<void> run(std::unique_ptr<actor_runner> owned) {
-    actor_runner& me = *owned;
+  // The runner lives in the coroutine frame (a by-value parameter): one allocation less per actor.
+  static task<void> run(actor_runner me) {
     exit_guard guard{me.identity.control.get()};
     std::vector<std::chrono::steady_clock::time_point> restarts;  // empty (no allocation) until a failure
     std::optional<exit_reason> reason;
@@ -629,9 +669,9 @@ actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, std::shared_pt
       // until the actor's next message.
     }
   });
-  auto runner = std::make_unique<actor_runner<A>>(
-      [... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); }, std::move(rx),
-      actor_identity<Message>{tx.downgrade(), control, &rt}, std::move(supervisor), options);
+  actor_runner<A> runner([... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); },
+                         std::move(rx), actor_identity<Message>{tx.downgrade(), control, &rt},
+                         std::move(supervisor), options);
   actor_ref<Message> ref(std::move(tx), std::move(control));
   rt.spawn_detached(actor_runner<A>::run(std::move(runner)));
   return ref;
