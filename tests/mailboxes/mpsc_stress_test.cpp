@@ -21,6 +21,7 @@
 
 #include "support/counted.hpp"
 #include "support/manual_executor.hpp"
+#include "support/waker_census.hpp"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define POSTAL_STRESS_SANITIZED 1
@@ -216,50 +217,8 @@ bare_task send_timeout_without_timers(sender<int>& tx) {
   (void)co_await tx.send_timeout(1, 1s);
 }
 
-// Suspend hooks whose wakers only count (tokio_test's mock task): a coroutine started under them is never
-// resumed by a wake, so a test can cancel it after its wait was granted but before it ran.
-struct waker_census final : postal::suspend_hooks {
-  int live = 0;
-  int woken = 0;
-
-  postal::waker waker_for(std::coroutine_handle<>) noexcept override {
-    ++live;
-    return postal::waker(this, &table);
-  }
-  bool wake_at(std::chrono::steady_clock::time_point, postal::waker&) override { return false; }
-
-  static void wake(void* data) noexcept {
-    auto* self = static_cast<waker_census*>(data);
-    --self->live;
-    ++self->woken;
-  }
-  static void drop(void* data) noexcept { --static_cast<waker_census*>(data)->live; }
-  static constexpr postal::waker::vtable table{&waker_census::wake, &waker_census::drop};
-};
-
-// A coroutine run to its first suspension under a waker_census; destroying it cancels its wait.
-struct probe {
-  struct promise_type {
-    waker_census* census = nullptr;
-    probe get_return_object() { return probe(std::coroutine_handle<promise_type>::from_promise(*this)); }
-    std::suspend_always initial_suspend() noexcept { return {}; }
-    std::suspend_always final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() { std::terminate(); }
-    postal::suspend_hooks* postal_hooks() noexcept { return census; }
-  };
-  explicit probe(std::coroutine_handle<promise_type> h) : handle(h) {}
-  probe(probe&& other) noexcept : handle(std::exchange(other.handle, {})) {}
-  ~probe() {
-    if (handle) handle.destroy();
-  }
-  void start(waker_census& census) {
-    handle.promise().census = &census;
-    handle.resume();
-  }
-  bool done() const { return handle.done(); }
-  std::coroutine_handle<promise_type> handle;
-};
+using postal::test::probe;
+using postal::test::waker_census;
 
 probe probe_send(sender<int>& tx, int value) {
   (void)co_await tx.send(value);
