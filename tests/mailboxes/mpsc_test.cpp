@@ -75,6 +75,7 @@
 
 #include "support/counted.hpp"
 #include "support/manual_executor.hpp"
+#include "support/mpsc_jobs.hpp"
 
 namespace {
 
@@ -94,9 +95,14 @@ using postal::mpsc::try_send_failure;
 using postal::mpsc::unbounded_channel;
 using postal::mpsc::unbounded_receiver;
 using postal::mpsc::unbounded_sender;
+using postal::test::completed;
 using postal::test::counted;
+using postal::test::error_of;
 using postal::test::job;
 using postal::test::manual_executor;
+using postal::test::receive;
+using postal::test::recv_now;
+using postal::test::send_value;
 using postal::test::spawn;
 using namespace std::chrono_literals;
 
@@ -105,10 +111,6 @@ using reserve_result = expected<permit<T>, closed_error>;
 
 // --- Coroutines run on a manual_executor ---
 
-template <template <class> class Receiver, class T>
-job<std::optional<T>> receive(Receiver<T>& rx) {
-  co_return co_await rx.recv();
-}
 // Receives until the channel reports its end.
 template <template <class> class Receiver, class T>
 job<std::vector<T>> receive_all(Receiver<T>& rx) {
@@ -123,10 +125,6 @@ job<std::vector<T>> receive_all(Receiver<T>& rx) {
 template <template <class> class Receiver, class T>
 job<std::size_t> receive_many(Receiver<T>& rx, std::vector<T>& out, std::size_t limit) {
   co_return co_await rx.recv_many(out, limit);
-}
-template <class T>
-job<expected<void, send_error<T>>> send_value(sender<T>& tx, std::type_identity_t<T> value) {
-  co_return co_await tx.send(std::move(value));
 }
 template <class T>
 job<expected<void, send_timeout_error<T>>> send_with_timeout(sender<T>& tx, std::type_identity_t<T> value,
@@ -168,25 +166,6 @@ job<bool> send_all_then_drop(unbounded_sender<T> tx, std::vector<T> values) {
 template <class T>
 std::unique_ptr<job<T>> spawn_cancellable(manual_executor& executor, job<T> j) {
   return std::make_unique<job<T>>(spawn(executor, std::move(j)));
-}
-// The error of a result that must have failed.
-template <class T, class E>
-E error_of(expected<T, E> result) {
-  REQUIRE_FALSE(result.has_value());
-  return std::move(result.error());
-}
-
-// Runs `j` on an executor of its own; it must finish without suspending. Returns what it returned.
-template <class T>
-T completed(job<T> j) {
-  manual_executor executor;
-  auto running = spawn(executor, std::move(j));
-  REQUIRE(running.done());
-  return std::move(running.result());
-}
-template <template <class> class Receiver, class T>
-std::optional<T> recv_now(Receiver<T>& rx) {
-  return completed(receive(rx));
 }
 // `co_await tx.reserve()` where a slot is free.
 template <class T>

@@ -33,6 +33,7 @@
 
 #include "support/counted.hpp"
 #include "support/manual_executor.hpp"
+#include "support/mpsc_jobs.hpp"
 
 namespace {
 
@@ -44,37 +45,15 @@ using postal::mpsc::sender;
 using postal::mpsc::try_recv_error;
 using postal::mpsc::unbounded_channel;
 using postal::mpsc::unbounded_sender;
+using postal::test::completed;
 using postal::test::counted;
+using postal::test::error_of;
 using postal::test::job;
 using postal::test::manual_executor;
+using postal::test::receive;
+using postal::test::recv_now;
+using postal::test::send_value;
 using postal::test::spawn;
-
-template <template <class> class Receiver, class T>
-job<std::optional<T>> receive(Receiver<T>& rx) {
-  co_return co_await rx.recv();
-}
-template <class T>
-job<expected<void, send_error<T>>> send_value(sender<T>& tx, std::type_identity_t<T> value) {
-  co_return co_await tx.send(std::move(value));
-}
-// The error of a result that must have failed.
-template <class T, class E>
-E error_of(expected<T, E> result) {
-  REQUIRE_FALSE(result.has_value());
-  return std::move(result.error());
-}
-// Runs `j` on an executor of its own; it must finish without suspending. Returns what it returned.
-template <class T>
-T completed(job<T> j) {
-  manual_executor executor;
-  auto running = spawn(executor, std::move(j));
-  REQUIRE(running.done());
-  return std::move(running.result());
-}
-template <template <class> class Receiver, class T>
-std::optional<T> recv_now(Receiver<T>& rx) {
-  return completed(receive(rx));
-}
 
 // Tokio's weak_sender task: downgrades a copy that is dropped at once, sends 0..9, upgrades the weak sender
 // (a strong one still lives) to send 20, and returns a weak sender made from the upgraded one. Every strong
