@@ -271,15 +271,28 @@ void unregister(block<T>* b, waker& slot, std::uint32_t waiting_flag, std::uint3
   if ((before & done_flag) == 0) slot.reset();  // still ours; otherwise the other side has taken it to wake
 }
 
-// Waits on a plain thread: spins briefly, then parks until the other side's transition wakes it.
+// Waits on a plain thread until one of `done_flags` is set: spins briefly, then parks until the other side's
+// transition wakes it. With a deadline it does not spin, and gives up at the deadline (returns false): it
+// takes its waker back, or, if the other side (the one that sets `taking_flag`) already took it to wake
+// this stack frame, waits for that wake first. True once `done_flags` are set.
 template <class T>
-void block_until(block<T>* b, waker& slot, std::uint32_t waiting_flag, std::uint32_t done_flags) {
-  if (postal::detail::spin_until(
-          [&] { return (b->state.load(std::memory_order_acquire) & done_flags) != 0; }))
-    return;
+bool block_until(block<T>* b, waker& slot, std::uint32_t waiting_flag, std::uint32_t done_flags,
+                 std::uint32_t taking_flag, const std::chrono::steady_clock::time_point* deadline = nullptr) {
+  auto done = [&] { return (b->state.load(std::memory_order_acquire) & done_flags) != 0; };
+  if (deadline == nullptr && postal::detail::spin_until(done)) return true;
   postal::detail::thread_parker parker;
   bool registered = false;
-  if (register_waker(b, slot, parker.make_waker(), waiting_flag, done_flags, registered)) parker.park();
+  if (!register_waker(b, slot, parker.make_waker(), waiting_flag, done_flags, registered)) return true;
+  if (deadline == nullptr) {
+    parker.park();
+    return true;
+  }
+  if (parker.park_until(*deadline)) return true;
+  if (b->state.fetch_and(~waiting_flag, std::memory_order_acq_rel) & taking_flag)
+    parker.park();  // the other side took the waker and is about to wake this stack frame: let it
+  else
+    slot.reset();
+  return done();
 }
 
 // co_await on a receiver; see receiver::operator co_await.
@@ -480,7 +493,8 @@ class sender {
   void blocking_closed() {
     postal::detail::check_may_block("blocking_closed");
     if (block_ != nullptr)
-      detail::block_until(block_, block_->sender_waker, detail::sender_waiting, detail::closed);
+      detail::block_until(block_, block_->sender_waker, detail::sender_waiting, detail::closed,
+                          detail::closed);
   }
 
  private:
@@ -552,7 +566,7 @@ class receiver {
     postal::detail::check_may_block("blocking_recv");
     if (!finished())
       detail::block_until(block_, block_->receiver_waker, detail::receiver_waiting,
-                          detail::complete | detail::closed);
+                          detail::complete | detail::closed, detail::complete);
     return take();
   }
   /// `co_await rx.recv_until(deadline)` -> what `co_await rx` gives, or recv_timeout_error timeout if the
@@ -567,21 +581,9 @@ class receiver {
   /// a runtime worker thread.
   expected<T, recv_timeout_error> blocking_recv_until(std::chrono::steady_clock::time_point deadline) {
     postal::detail::check_may_block("blocking_recv_until");
-    if (!finished()) {
-      postal::detail::thread_parker parker;
-      bool registered = false;
-      if (detail::register_waker(block_, block_->receiver_waker, parker.make_waker(),
-                                 detail::receiver_waiting, detail::complete | detail::closed, registered) &&
-          !parker.park_until(deadline)) {
-        const std::uint32_t before =
-            block_->state.fetch_and(~detail::receiver_waiting, std::memory_order_acq_rel);
-        if (before & detail::complete)
-          parker.park();  // the sender took the waker and is about to wake this stack frame: let it
-        else
-          block_->receiver_waker.reset();
-        if (!finished()) return unexpected{recv_timeout_error{recv_timeout_error::kind_type::timeout}};
-      }
-    }
+    if (!finished() && !detail::block_until(block_, block_->receiver_waker, detail::receiver_waiting,
+                                            detail::complete | detail::closed, detail::complete, &deadline))
+      return unexpected{recv_timeout_error{recv_timeout_error::kind_type::timeout}};
     auto result = take();
     if (!result) return unexpected{recv_timeout_error{recv_timeout_error::kind_type::closed}};
     return std::move(*result);
