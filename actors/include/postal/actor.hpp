@@ -38,8 +38,13 @@
 
 namespace postal {
 
-/// The reply half of a request: a message that expects an answer carries one as its `reply` member, and
-/// the handler answers with `reply.send(value)`. Dropping it unanswered gives the asker an error.
+/// The reply half of a request (a oneshot sender). A request names its reply type in one of two ways:
+///   struct get { std::string key; responder<std::optional<std::string>> reply; };   // or `resp`
+///     the handler answers with `message.reply.send(value)`; dropping the responder unanswered gives the
+///     asker ask_error::no_reply;
+///   struct get { std::string key; using reply_type = std::optional<std::string>; };
+///     the handler returns the reply (or a task<reply>), and the framework sends it.
+/// Either way `co_await ref.ask(get{"k"})` or `ref.blocking_ask(get{"k"})` gives the reply or an ask_error.
 template <class T>
 using responder = oneshot::sender<T>;
 
@@ -136,12 +141,43 @@ struct responder_traits<oneshot::sender<T>> : std::true_type {
   using value_type = T;
 };
 
-// A request: a message with a `reply` member that is a responder<T>.
+// A request names its reply in one of two ways. Either it carries the responder itself, as a member named
+// `reply` (or `resp`, the seed's name) of type responder<T>, and its handler answers through it; or it
+// declares `using reply_type = T;` and its handler returns the T (or a task<T>), which the framework sends.
 template <class M>
-concept has_responder = requires(M& m) {
+concept has_reply_member = requires(M& m) {
   m.reply;
 }
 &&responder_traits<std::remove_cvref_t<decltype(M::reply)>>::value;
+template <class M>
+concept has_resp_member = requires(M& m) {
+  m.resp;
+}
+&&responder_traits<std::remove_cvref_t<decltype(M::resp)>>::value;
+template <class M>
+concept has_responder = has_reply_member<M> || has_resp_member<M>;
+template <class M>
+concept declares_reply = !has_responder<M> && requires { typename M::reply_type; };
+
+// The responder member of a request that carries one (`reply` wins if a type has both names).
+template <has_responder M>
+auto& responder_member(M& message) noexcept {
+  if constexpr (has_reply_member<M>)
+    return message.reply;
+  else
+    return message.resp;
+}
+
+template <class M>
+struct reply_type_of;
+template <has_responder M>
+struct reply_type_of<M> {
+  using type = typename responder_traits<std::remove_cvref_t<decltype(responder_member(std::declval<M&>()))>>::value_type;
+};
+template <declares_reply M>
+struct reply_type_of<M> {
+  using type = typename M::reply_type;
+};
 
 // A request from outside the actor's own handlers: stop or kill it, or a child's escalated failure.
 struct control_request {
@@ -155,8 +191,55 @@ struct control_request {
 // control block, so a full mailbox cannot lose it.
 struct nudge {};
 
+// A request whose message declares its reply type travels with its responder beside it.
+template <class M>
+struct asked {
+  M message;
+  oneshot::sender<typename reply_type_of<M>::type> reply;
+};
+template <class M>
+struct not_asked {};
+template <class T>
+struct is_asked : std::false_type {};
+template <class M>
+struct is_asked<asked<M>> : std::true_type {};
+template <class M>
+using asked_slot = std::conditional_t<declares_reply<M>, asked<M>, not_asked<M>>;
+
+// What an actor's mailbox holds: a message told (index 0), a nudge (1), or a request of the I-th message
+// type that declares its reply type (2 + I; the other alternatives there are empty and never used).
 template <class Message>
-using envelope = std::variant<Message, nudge>;
+struct envelope_of;
+template <class... Ts>
+struct envelope_of<std::variant<Ts...>> {
+  using type = std::variant<std::variant<Ts...>, nudge, asked_slot<Ts>...>;
+};
+template <class Message>
+using envelope = typename envelope_of<Message>::type;
+
+template <class T, class Variant>
+struct alternative_index;
+template <class T, class... Ts>
+struct alternative_index<T, std::variant<Ts...>> {
+  static constexpr std::size_t value = [] {
+    constexpr bool same[] = {std::is_same_v<T, Ts>...};
+    for (std::size_t i = 0; i < sizeof...(Ts); ++i)
+      if (same[i]) return i;
+    return sizeof...(Ts);
+  }();
+};
+
+// Builds the envelope of a request, its responder `reply` put where the message type wants it.
+template <class Message, class M, class R>
+envelope<Message> request_envelope(M message, oneshot::sender<R> reply) {
+  if constexpr (has_responder<M>) {
+    responder_member(message) = std::move(reply);
+    return envelope<Message>(std::in_place_index<0>, std::move(message));
+  } else {
+    return envelope<Message>(std::in_place_index<2 + alternative_index<M, Message>::value>,
+                             asked<M>{std::move(message), std::move(reply)});
+  }
+}
 
 // What an actor's refs, its runner and its children share besides the mailbox: pending control requests
 // and the exit status that monitors watch.
@@ -263,11 +346,11 @@ class actor_monitor {
 
 namespace detail {
 template <class M>
-using reply_of = typename responder_traits<std::remove_cvref_t<decltype(M::reply)>>::value_type;
+using reply_of = typename reply_type_of<M>::type;
 template <class M, class Message>
 concept tellable = is_alternative<std::remove_cvref_t<M>, Message>::value;
 template <class M, class Message>
-concept askable = tellable<M, Message> && has_responder<M>;
+concept askable = tellable<M, Message> && (has_responder<M> || declares_reply<M>);
 template <class A>
 struct actor_runner;
 template <class A, class... Args>
@@ -332,14 +415,13 @@ class actor_ref {
     return unexpected{tell_error<M>{unwrap<M>(std::move(sent.error().value))}};
   }
 
-  /// `co_await ref.ask(m)`: fills in the request's `reply` responder, tells it (waiting for room) and
-  /// returns the handler's answer, or ask_error::closed (the actor takes no messages) / no_reply (the
+  /// `co_await ref.ask(m)`: attaches a responder to the request (see postal::responder), tells it (waiting
+  /// for room) and returns the handler's answer, or ask_error::closed (the actor takes no messages) / no_reply (the
   /// request was dropped unanswered: the actor stopped or the handler threw). Never hangs.
   template <detail::askable<Message> M>
   task<expected<detail::reply_of<M>, ask_error>> ask(M message) {
     auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
-    message.reply = std::move(reply);
-    envelope request(std::in_place_index<0>, std::move(message));
+    envelope request = detail::request_envelope<Message>(std::move(message), std::move(reply));
     if (!co_await mailbox_.send(std::move(request))) co_return unexpected{ask_error::closed};
     auto value = co_await answer;
     if (!value) co_return unexpected{ask_error::no_reply};
@@ -352,8 +434,7 @@ class actor_ref {
   task<expected<detail::reply_of<M>, ask_error>> ask(M message, std::chrono::steady_clock::duration timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
-    message.reply = std::move(reply);
-    envelope request(std::in_place_index<0>, std::move(message));
+    envelope request = detail::request_envelope<Message>(std::move(message), std::move(reply));
     auto sent = co_await mailbox_.send_timeout(std::move(request), timeout);
     if (!sent) co_return unexpected{sent.error().is_timeout() ? ask_error::timeout : ask_error::closed};
     auto value = co_await answer.recv_until(deadline);
@@ -365,8 +446,7 @@ class actor_ref {
   template <detail::askable<Message> M>
   expected<detail::reply_of<M>, ask_error> blocking_ask(M message) {
     auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
-    message.reply = std::move(reply);
-    if (!mailbox_.blocking_send(envelope(std::in_place_index<0>, std::move(message))))
+    if (!mailbox_.blocking_send(detail::request_envelope<Message>(std::move(message), std::move(reply))))
       return unexpected{ask_error::closed};
     auto value = answer.blocking_recv();
     if (!value) return unexpected{ask_error::no_reply};
@@ -379,8 +459,8 @@ class actor_ref {
                                                         std::chrono::steady_clock::duration timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
-    message.reply = std::move(reply);
-    auto sent = mailbox_.blocking_send_timeout(envelope(std::in_place_index<0>, std::move(message)), timeout);
+    auto sent = mailbox_.blocking_send_timeout(detail::request_envelope<Message>(std::move(message), std::move(reply)),
+                                               timeout);
     if (!sent) return unexpected{sent.error().is_timeout() ? ask_error::timeout : ask_error::closed};
     auto value = answer.blocking_recv_until(deadline);
     if (!value) return unexpected{value.error().is_timeout() ? ask_error::timeout : ask_error::no_reply};
@@ -487,17 +567,52 @@ concept has_on_stop = requires(A& a, const exit_reason& r) {
   a.on_stop(r);
 };
 
+// Awaits a handler's task and drops its value (a request with a declared reply type that was told, not
+// asked), or sends the value to the asker.
+template <class R>
+task<void> discard_reply(task<R> work) {
+  (void)co_await std::move(work);
+}
+template <class R>
+task<void> send_reply(task<R> work, oneshot::sender<R> reply) {
+  (void)reply.send(co_await std::move(work));
+}
+
+template <class T>
+struct is_task : std::false_type {};
+template <class T>
+struct is_task<task<T>> : std::true_type {};
+
 // Calls a handler or hook: a void one at once (nothing returned), a coroutine one is returned to be awaited.
+// A handler of a message that declares its reply type may return that value (or a task of it): it is
+// dropped here, since the message was told, not asked.
 template <class F>
 std::optional<task<void>> invoke_member(F&& call) {
   using result = std::invoke_result_t<F>;
-  static_assert(std::is_void_v<result> || std::is_same_v<result, task<void>>,
-                "actor handlers and hooks return void or postal::task<void>");
   if constexpr (std::is_void_v<result>) {
     std::forward<F>(call)();
     return std::nullopt;
-  } else {
+  } else if constexpr (std::is_same_v<result, task<void>>) {
     return std::forward<F>(call)();
+  } else if constexpr (is_task<result>::value) {
+    return discard_reply(std::forward<F>(call)());
+  } else {
+    (void)std::forward<F>(call)();
+    return std::nullopt;
+  }
+}
+
+// Checks a handler's return type: void or task<void>, or for a message with `using reply_type = R;` also R
+// or task<R>.
+template <class M, class Result>
+constexpr bool valid_handler_result() {
+  if constexpr (std::is_void_v<Result> || std::is_same_v<Result, task<void>>) {
+    return !declares_reply<M>;
+  } else if constexpr (declares_reply<M>) {
+    using R = typename M::reply_type;
+    return std::is_same_v<Result, task<R>> || std::is_convertible_v<Result, R>;
+  } else {
+    return false;
   }
 }
 
@@ -524,15 +639,40 @@ struct actor_runner {
   std::shared_ptr<control_block> supervisor;  // the parent's, when spawned as a child
   actor_options options;
 
-  static std::optional<task<void>> dispatch(A& instance, Message& message) {
+  template <class M>
+  static auto call_handler(A& instance, M& message) {
+    static_assert(
+        requires { instance.handle(message); },
+        "the actor class has no handle(M&) for one of its message types");
+    using result = decltype(instance.handle(message));
+    static_assert(valid_handler_result<M, result>(),
+                  "a handler returns void or postal::task<void>; a handler of a message that declares "
+                  "`using reply_type = R;` returns R or postal::task<R> instead");
+    return instance.handle(message);
+  }
+
+  // Runs the handler of an envelope; a coroutine handler's task is returned to be awaited.
+  static std::optional<task<void>> dispatch(A& instance, envelope<Message>& item) {
     return std::visit(
-        [&instance](auto& alternative) {
-          static_assert(
-              requires { instance.handle(alternative); },
-              "the actor class has no handle(M&) for one of its message types");
-          return invoke_member([&] { return instance.handle(alternative); });
+        [&instance](auto& content) -> std::optional<task<void>> {
+          using content_type = std::remove_cvref_t<decltype(content)>;
+          if constexpr (std::is_same_v<content_type, Message>) {
+            return std::visit(
+                [&instance](auto& message) { return invoke_member([&] { return call_handler(instance, message); }); },
+                content);
+          } else if constexpr (is_asked<content_type>::value) {
+            using result = decltype(call_handler(instance, content.message));
+            if constexpr (is_task<result>::value) {
+              return send_reply(call_handler(instance, content.message), std::move(content.reply));
+            } else {
+              (void)content.reply.send(call_handler(instance, content.message));
+              return std::nullopt;
+            }
+          } else {
+            return std::nullopt;  // a nudge: the control block was checked already
+          }
         },
-        message);
+        item);
   }
 
   // Closes the mailbox; with drop, destroys what is queued (their askers get no_reply).
@@ -600,9 +740,8 @@ struct actor_runner {
             in_a_row = 0;
             next = co_await me.mailbox.recv();
           }
-          if (!next) break;                  // closed (or every ref gone) and drained
-          if (next->index() == 1) continue;  // a nudge: the control block was checked above
-          if (auto pending = dispatch(*instance, std::get<0>(*next))) co_await std::move(*pending);
+          if (!next) break;  // closed (or every ref gone) and drained
+          if (auto pending = dispatch(*instance, *next)) co_await std::move(*pending);
         }
         break;
       } catch (...) {
