@@ -4,7 +4,7 @@ include(CMakePackageConfigHelpers)
 
 set(POSTAL_CMAKE_INSTALL_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/postal")
 
-install(DIRECTORY mailboxes/include/ actors/include/ DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+install(DIRECTORY mailboxes/include/ actors/include/ patterns/include/ DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
         FILES_MATCHING PATTERN "*.hpp")
 install(TARGETS postal_mailboxes postal_actors postal_patterns EXPORT postal-targets
         ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
