@@ -34,14 +34,16 @@
 #include <typeindex>
 #include <typeinfo>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 namespace postal {
 
 /// Told to a member actor that fell behind: `missed` messages of `topic` were overwritten before it could
-/// take them. The next message it gets is the oldest one the topic still holds.
+/// take them. The next message it gets is the oldest one the topic still holds. `topic` stays valid for
+/// the life of the program (topic names are interned), so the notice is trivially copyable and cheap.
 struct group_lagged {
-  std::string topic;
+  std::string_view topic;
   std::uint64_t missed = 0;
 };
 
@@ -53,10 +55,19 @@ struct topic_stats {
 };
 
 namespace detail {
+// The one copy of a topic name, kept for the life of the program (names are few; group_lagged points at it).
+inline std::string_view intern_topic_name(std::string_view name) {
+  static std::mutex lock;
+  static std::unordered_set<std::string>* names = new std::unordered_set<std::string>();  // never destroyed
+  std::lock_guard guard(lock);
+  return *names->emplace(name).first;
+}
+
 // What a topic's handles, subscriptions and members share besides the channel.
 struct topic_core {
-  explicit topic_core(std::string name, std::size_t capacity) : name(std::move(name)), capacity(capacity) {}
-  const std::string name;
+  explicit topic_core(std::string_view name, std::size_t capacity)
+      : name(intern_topic_name(name)), capacity(capacity) {}
+  const std::string_view name;
   const std::size_t capacity;
   std::atomic<std::uint64_t> published{0};
   std::atomic<std::uint64_t> unheard{0};
@@ -65,8 +76,8 @@ struct topic_core {
 
 template <class T>
 struct topic_state {
-  topic_state(std::string name, std::size_t capacity)
-      : core(std::make_shared<topic_core>(std::move(name), round_up(capacity))),
+  topic_state(std::string_view name, std::size_t capacity)
+      : core(std::make_shared<topic_core>(name, round_up(capacity))),
         tx(broadcast::channel<T>(capacity).first) {}
   static std::size_t round_up(std::size_t capacity) noexcept {
     std::size_t power = 1;
@@ -121,7 +132,7 @@ class subscription {
     slot_->release();
     receiver_.reset();
   }
-  const std::string& topic_name() const noexcept { return slot_->core().name; }
+  std::string_view topic_name() const noexcept { return slot_->core().name; }
 
  private:
   template <class U>
@@ -203,7 +214,7 @@ class topic {
     return group_membership(std::move(slot));
   }
 
-  const std::string& name() const noexcept { return state_->core->name; }
+  std::string_view name() const noexcept { return state_->core->name; }
   /// The topic's capacity: how far a subscriber may fall behind before it loses messages.
   std::size_t capacity() const noexcept { return state_->core->capacity; }
   topic_stats stats() const noexcept {
@@ -280,7 +291,7 @@ class groups {
     std::lock_guard lock(lock_);
     auto found = topics_.find(std::string(name));
     if (found == topics_.end()) {
-      auto state = std::make_shared<detail::topic_state<T>>(std::string(name), capacity.value_or(default_capacity));
+      auto state = std::make_shared<detail::topic_state<T>>(name, capacity.value_or(default_capacity));
       topics_.emplace(std::string(name), entry{typeid(T), state->core->capacity, state});
       return postal::topic<T>(std::move(state));
     }
