@@ -111,7 +111,8 @@ class parser {
     const std::string_view rest = std::string_view(buffer_).substr(start_);
     const std::size_t end = rest.find("\r\n");
     if (end == std::string_view::npos) {
-      if (rest.size() > limits_.max_line) return unexpected{protocol_error{"line too long (no CRLF)"}};
+      // (max_line bytes and a CR may be a whole line whose LF has not arrived)
+      if (rest.size() > limits_.max_line + 1) return unexpected{protocol_error{"line too long"}};
       return std::optional<std::string_view>();
     }
     if (end > limits_.max_line) return unexpected{protocol_error{"line too long"}};
@@ -129,6 +130,7 @@ class parser {
   // Parses one scalar or array header at start_. An array header pushes a partial array and, when it has
   // elements, asks for the next value (returns a value only for empty and null arrays).
   expected<std::optional<value>, protocol_error> parse_one() {
+    const std::size_t call_start = start_;
     for (;;) {
       if (pending_bulk_) {
         const std::size_t length = *pending_bulk_;
@@ -149,7 +151,6 @@ class parser {
       const char type = text.front();
       const std::string_view body = text.substr(1);
       const std::size_t consumed = text.size() + 2;
-      const std::size_t before_header = start_;
       switch (type) {
         case '+':
           start_ += consumed;
@@ -170,7 +171,7 @@ class parser {
           if (*n == -1) return std::optional<value>(value::nil());
           if (static_cast<std::uint64_t>(*n) > limits_.max_bulk)
             return unexpected{protocol_error{"bulk string longer than the limit"}};
-          if (value_bytes_ + (start_ - before_header) + static_cast<std::uint64_t>(*n) > limits_.max_value)
+          if (value_bytes_ + (start_ - call_start) + static_cast<std::uint64_t>(*n) > limits_.max_value)
             return unexpected{protocol_error{"value larger than the limit"}};
           pending_bulk_ = static_cast<std::size_t>(*n);
           continue;
