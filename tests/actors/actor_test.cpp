@@ -78,6 +78,48 @@ task<std::optional<int>> put_then_get(postal::actor_ref<kv_message> kv) {
   co_return answer ? *answer : std::nullopt;
 }
 
+TEST_CASE("on_idle runs when the mailbox is found empty, after the messages queued before it", "[actor]") {
+  struct hold {
+    postal::oneshot::receiver<bool> open;
+  };
+  struct item {
+    int value = 0;
+  };
+  struct batches {
+    postal::responder<std::vector<std::vector<int>>> reply;
+  };
+  using message = std::variant<hold, item, batches>;
+  class batcher : public postal::actor<message> {
+   public:
+    task<void> handle(hold& h) { (void)co_await h.open; }
+    void handle(item& i) { pending_.push_back(i.value); }
+    void handle(batches& b) { (void)b.reply.send(seen_); }
+    void on_idle() {
+      if (!pending_.empty()) seen_.push_back(std::exchange(pending_, {}));
+    }
+
+   private:
+    std::vector<int> pending_;
+    std::vector<std::vector<int>> seen_;
+  };
+  runtime rt(runtime_options{.workers = 2});
+  auto ref = postal::spawn_actor<batcher>(rt, actor_options{});
+  auto [open, opened] = postal::oneshot::channel<bool>();
+  REQUIRE(ref.blocking_tell(hold{std::move(opened)}));
+  for (int i = 0; i < 5; ++i) REQUIRE(ref.blocking_tell(item{i}));  // queued while the actor is held
+  (void)open.send(true);
+  // The five items were queued before the actor looked for more, so no on_idle ran between them; this ask
+  // comes after them, right behind them (no on_idle yet) or later (one batch seen).
+  auto first = ref.blocking_ask(batches{});
+  REQUIRE(first);
+  CHECK(first->size() <= 1);
+  REQUIRE(ref.blocking_tell(item{5}));
+  auto second = ref.blocking_ask(batches{});
+  REQUIRE(second);
+  REQUIRE_FALSE(second->empty());
+  CHECK(second->front() == std::vector<int>{0, 1, 2, 3, 4});
+}
+
 }  // namespace
 
 TEST_CASE("an actor answers tell and ask from a task and from main", "[actor]") {

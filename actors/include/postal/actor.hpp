@@ -8,6 +8,8 @@
 //   handle(M&)        one per message type M of the variant; returns void or postal::task<void>
 //   on_start()        optional; before the first message (and after each restart); void or task<void>
 //   on_stop(reason)   optional; once, after the last message; void or task<void>
+//   on_idle()         optional; each time the mailbox is found empty, before the actor waits for more (to
+//                     flush work batched over the messages just handled); void or task<void>
 #pragma once
 
 #include <postal/detail/intrusive_list.hpp>
@@ -566,6 +568,10 @@ template <class A>
 concept has_on_stop = requires(A& a, const exit_reason& r) {
   a.on_stop(r);
 };
+template <class A>
+concept has_on_idle = requires(A& a) {
+  a.on_idle();
+};
 
 // Awaits a handler's task and drops its value (a request with a declared reply type that was told, not
 // asked), or sends the value to the asker.
@@ -738,7 +744,11 @@ struct actor_runner {
             }
           } else {
             in_a_row = 0;
-            next = co_await me.mailbox.recv();
+            if constexpr (has_on_idle<A>) {
+              if (auto idle = invoke_member([&] { return instance->on_idle(); })) co_await std::move(*idle);
+              if (auto arrived = me.mailbox.try_recv()) next.emplace(std::move(*arrived));
+            }
+            if (!next) next = co_await me.mailbox.recv();
           }
           if (!next) break;  // closed (or every ref gone) and drained
           if (auto pending = dispatch(*instance, *next)) co_await std::move(*pending);
