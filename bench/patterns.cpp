@@ -2,10 +2,16 @@
 // subscriber actors joined to a pub/sub group, 1 M messages; deliveries per second, lagged messages counted
 // as in bcast) and config_reload (see below). Every scenario checks what arrived and fails loudly when a
 // message is lost, duplicated or out of order.
+#include <postal/config.hpp>
 #include <postal/group.hpp>
 #include <postal/runtime.hpp>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <variant>
@@ -86,5 +92,76 @@ bench::outcome group_fanout(std::size_t members) {
 
 const bench::scenario fanout4("group_fanout", [] { return group_fanout(4); });
 const bench::scenario fanout100("group_fanout100", [] { return group_fanout(100); });
+
+// --- config_reload: 100 subscriber tasks watch a config actor; a new file is renamed over the old one ---
+// The time from the rename to the moment the 100th subscriber has seen the new value, over 20 reloads;
+// the rate counts reloads per second of that time, and median_ms is the median of the 20.
+
+constexpr std::size_t reload_subscribers = 100;
+constexpr int reloads = 20;
+
+struct reload_config {
+  int generation = 0;
+  std::string payload;
+  friend bool operator==(const reload_config&, const reload_config&) = default;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(reload_config, generation, payload)
+
+void write_generation(const std::filesystem::path& file, int generation) {
+  std::filesystem::path temporary = file;
+  temporary += ".new";
+  {
+    std::ofstream out(temporary, std::ios::trunc);
+    out << nlohmann::json(reload_config{generation, std::string(256, 'x')}).dump(2);
+  }
+  std::filesystem::rename(temporary, file);  // as editors save
+}
+
+// A subscriber: reports every generation it sees to the benchmark's main thread.
+postal::task<void> reload_subscriber(postal::watch::receiver<reload_config> values,
+                                     postal::mpsc::sender<int> seen) {
+  while (co_await values.changed()) {
+    const int generation = values.borrow_and_update()->generation;
+    if (!co_await seen.send(generation)) co_return;
+  }
+}
+
+bench::outcome config_reload() {
+  postal::runtime rt(postal::runtime_options{.workers = bench::workers()});
+  const auto dir = std::filesystem::temp_directory_path() / ("postal-bench-config-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto file = dir / "config.json";
+  write_generation(file, 0);
+  std::vector<double> times_ms;
+  {
+    auto config = postal::spawn_config<reload_config>(rt, {.file = file});
+    bench::check(config.has_value(), "config_reload: the first load failed");
+    bench::check(config->watching() == postal::watch_mode::inotify, "config_reload: inotify is not in use");
+    auto [seen_tx, seen_rx] = postal::mpsc::channel<int>(reload_subscribers * 2);
+    for (std::size_t s = 0; s < reload_subscribers; ++s) rt.spawn_detached(reload_subscriber(config->subscribe(), seen_tx));
+    { auto unused = std::move(seen_tx); }
+    for (int generation = 1; generation <= reloads; ++generation) {
+      const auto start = bench::clock::now();
+      write_generation(file, generation);
+      for (std::size_t seen = 0; seen < reload_subscribers;) {
+        auto next = seen_rx.blocking_recv();
+        bench::check(next.has_value(), "config_reload: a subscriber ended");
+        bench::check(*next == generation, "config_reload: a subscriber saw a generation out of order");
+        ++seen;
+      }
+      times_ms.push_back(bench::seconds_since(start) * 1000);
+    }
+  }
+  std::filesystem::remove_all(dir);
+  double total_seconds = 0;
+  for (double ms : times_ms) total_seconds += ms / 1000;
+  std::sort(times_ms.begin(), times_ms.end());
+  const double median = (times_ms[reloads / 2 - 1] + times_ms[reloads / 2]) / 2;
+  char extra[64];
+  std::snprintf(extra, sizeof extra, "median_ms=%.2f", median);
+  return bench::outcome{static_cast<std::uint64_t>(reloads), total_seconds, extra};
+}
+
+const bench::scenario reload("config_reload", [] { return config_reload(); });
 
 }  // namespace

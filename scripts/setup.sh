@@ -7,7 +7,7 @@ packages=(
   g++ cmake make ninja-build pkg-config
   libcaf-dev catch2 nlohmann-json3-dev
   redis-server redis-tools
-  clang-14 libclang-rt-14-dev
+  clang clang-14 libclang-rt-14-dev
 )
 
 missing=()

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what postal needs, builds it and runs its tests: the whole suite in a normal build and under
-# AddressSanitizer+UndefinedBehaviorSanitizer, the CAF-free channel tests under ThreadSanitizer, and a
-# consumer project built against an installed postal (find_package). This is the command CI runs.
-# usage: scripts/test.sh [normal] [asan] [tsan] [consumer]      (no argument: all four, in that order)
+# AddressSanitizer+UndefinedBehaviorSanitizer, the CAF-free channel tests under ThreadSanitizer, a
+# consumer project built against an installed postal (find_package), and the libFuzzer targets for a bounded
+# time (POSTAL_FUZZ_SECONDS, default 60, per target). This is the command CI runs.
+# usage: scripts/test.sh [normal] [asan] [tsan] [consumer] [fuzz]      (no argument: all five, in that order)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
 
 stages=("$@")
-((${#stages[@]})) || stages=(normal asan tsan consumer)
+((${#stages[@]})) || stages=(normal asan tsan consumer fuzz)
 jobs=${POSTAL_JOBS:-$(nproc)}
 
 # configure_and_build DIR CMAKE_ARGS...: one build tree per variant, warnings as errors.
@@ -45,8 +46,24 @@ for stage in "${stages[@]}"; do
       cmake -S "$root/tests/consumer" -B "$root/build/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
       cmake --build "$root/build/consumer"
       "$root/build/consumer/postal_consumer" ;;
+    fuzz)
+      # libFuzzer needs clang, so the fuzz targets are a project of their own (tests/fuzz). Each run starts
+      # from a scratch copy of the checked-in seeds, so what it discovers stays out of the checkout; a
+      # crashing input is written to build-fuzz/ (crash-<sha1>), to replay with the fuzzer binary.
+      cmake -S "$root/tests/fuzz" -B "$root/build-fuzz" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DPOSTAL_WERROR=ON \
+        >/dev/null
+      cmake --build "$root/build-fuzz" -j "$jobs"
+      for target in config_loader_fuzz:config resp_parser_fuzz:resp; do
+        corpus="$root/build-fuzz/corpus/${target#*:}"
+        rm -rf "$corpus"
+        mkdir -p "$corpus"
+        cp "$root/tests/fuzz/corpus/${target#*:}/"* "$corpus/"
+        UBSAN_OPTIONS=print_stacktrace=1 "$root/build-fuzz/${target%%:*}" \
+          -max_total_time="${POSTAL_FUZZ_SECONDS:-60}" -rss_limit_mb=2048 -artifact_prefix="$root/build-fuzz/" \
+          "$corpus"
+      done ;;
     *)
-      echo "unknown stage '$stage' (expected normal, asan, tsan or consumer)" >&2
+      echo "unknown stage '$stage' (expected normal, asan, tsan, consumer or fuzz)" >&2
       exit 2 ;;
   esac
 done
