@@ -639,8 +639,8 @@ wait_path accept_when_ready(socket_state* listener, socket_state*& accepted, std
 
 // -- wait_path frames: a small per-thread cache ------------------------------------------------------------
 
-// Every wait_path frame is allocated with this size, so any cached block fits any of them. (Checked: the
-// largest of the three frames is well below it; a larger one would simply bypass the cache.)
+// Every cached wait_path frame is allocated with this size, so any cached block fits any of them. The three
+// frames take 136-152 bytes with g++ 12 at -O2; a larger one (an unoptimized build) bypasses the cache.
 constexpr std::size_t cached_frame_size = 256;
 
 struct frame_cache {
