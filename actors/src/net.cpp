@@ -96,7 +96,7 @@ struct socket_state {
   std::atomic<std::uint32_t> use{0};
   std::uint16_t local_port = 0;
   std::uint16_t peer_port = 0;
-  std::mutex mutex;             // guards both directions' waiting tasks
+  std::mutex mutex;                // guards both directions' waiting tasks
   std::uint64_t next_wait_id = 0;  // guarded by mutex
   direction_state read;
   direction_state write;
@@ -136,9 +136,7 @@ class reactor {
 
   // Removes a socket whose fd is about to be closed; its registration reference is dropped once the
   // driver can no longer be looking at an event for it.
-  void remove(socket_state* socket) noexcept {
-    ::epoll_ctl(epoll_, EPOLL_CTL_DEL, socket->fd, nullptr);
-  }
+  void remove(socket_state* socket) noexcept { ::epoll_ctl(epoll_, EPOLL_CTL_DEL, socket->fd, nullptr); }
   void retire(socket_state* socket) noexcept {
     bool was_empty;
     {
@@ -158,10 +156,10 @@ class reactor {
   bool schedule(direction_state& direction, clock::time_point deadline, std::uint64_t wait_id) {
     std::lock_guard lock(timers_mutex_);
     if (direction.heap_index != not_in_heap) remove_timer(direction);
+    timers_.push_back(&direction);  // may throw: nothing changed yet
     direction.deadline = deadline;
     direction.timer_wait_id = wait_id;
-    direction.heap_index = timers_.size();
-    timers_.push_back(&direction);
+    direction.heap_index = timers_.size() - 1;
     sift_up(direction.heap_index);
     return timers_.front() == &direction;
   }
@@ -341,7 +339,7 @@ class reactor {
   std::atomic<bool> stopping_{false};
 
   std::mutex timers_mutex_;
-  std::vector<direction_state*> timers_;                          // guarded by timers_mutex_
+  std::vector<direction_state*> timers_;                         // guarded by timers_mutex_
   std::vector<std::pair<direction_state*, std::uint64_t>> due_;  // the driver thread's scratch list
 
   std::mutex retired_mutex_;
@@ -349,7 +347,6 @@ class reactor {
   bool stopped_ = false;                // guarded by retired_mutex_
   std::vector<socket_state*> releasing_;
 };
-
 
 // -- closing: the use count --------------------------------------------------------------------------------
 
@@ -463,14 +460,15 @@ class readiness_wait {
       if (direction_.wait_id != 0)
         throw std::logic_error(
             "postal::net: two tasks wait to read (or accept), or to write, on one socket at once");
-      wait_id_ = ++socket.next_wait_id;
-      direction_.wait_id = wait_id_;
+      const std::uint64_t wait_id = ++socket.next_wait_id;
+      if (deadline_ != no_deadline) {  // first, since it may throw (then nothing is registered)
+        earliest = reactor::instance().schedule(direction_, deadline_, wait_id);
+        direction_.has_timer = true;
+      }
+      wait_id_ = wait_id;
+      direction_.wait_id = wait_id;
       direction_.outcome = &outcome_;
       direction_.waiting = std::move(target);
-      if (deadline_ != no_deadline) {
-        direction_.has_timer = true;
-        earliest = reactor::instance().schedule(direction_, deadline_, wait_id_);
-      }
     }
     // From here on the wait may be over and this frame gone: touch no member.
     if (earliest) reactor::instance().poke();

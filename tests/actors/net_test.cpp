@@ -228,18 +228,18 @@ TEST_CASE("backpressure: write_all waits, suspended, while the peer does not rea
   REQUIRE_FALSE(writer.done());  // and it stays so however often it is run: nobody reads
   CHECK(read_so_far.load() == 0);
 
-  auto reading = rt.spawn([](tcp_stream& stream, std::size_t size,
-                             std::atomic<std::size_t>& progress) -> task<std::string> {
-    std::string received;
-    char buffer[64 * 1024];
-    while (received.size() < size) {
-      std::size_t count = must(co_await stream.read_some(buffer), "read_some");
-      if (count == 0) break;
-      received.append(buffer, count);
-      progress.store(received.size());
-    }
-    co_return received;
-  }(reader_end, data.size(), read_so_far));
+  auto reading = rt.spawn(
+      [](tcp_stream& stream, std::size_t size, std::atomic<std::size_t>& progress) -> task<std::string> {
+        std::string received;
+        char buffer[64 * 1024];
+        while (received.size() < size) {
+          std::size_t count = must(co_await stream.read_some(buffer), "read_some");
+          if (count == 0) break;
+          received.append(buffer, count);
+          progress.store(received.size());
+        }
+        co_return received;
+      }(reader_end, data.size(), read_so_far));
 
   while (!writer.done()) {
     if (executor.run() == 0) std::this_thread::yield();  // the reactor wakes the writer as room appears

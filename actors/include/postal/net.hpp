@@ -50,8 +50,8 @@ struct io_outcome {
 };
 
 // The waiting part of an operation whose first attempt would have blocked: a small coroutine (in net.cpp)
-// that waits for readiness, tries again, and so on, then resumes the awaiting coroutine by symmetric transfer.
-// Its frame comes from a small per-thread cache, so waiting allocates nothing in the steady state.
+// that waits for readiness, tries again, and so on, then resumes the awaiting coroutine by symmetric
+// transfer. Its frame comes from a small per-thread cache, so waiting allocates nothing in the steady state.
 class wait_path {
  public:
   struct promise_type {
@@ -164,8 +164,7 @@ class read_operation {
 
 class write_operation {
  public:
-  write_operation(socket_state* socket, std::string_view data) noexcept
-      : socket_(socket), remaining_(data) {}
+  write_operation(socket_state* socket, std::string_view data) noexcept : socket_(socket), remaining_(data) {}
   bool attempt() noexcept;
   wait_path wait();
   expected<void, std::error_code> result() const noexcept {
