@@ -9,6 +9,8 @@
 
 #include "support/manual_executor.hpp"
 
+#include <sys/ioctl.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -103,6 +105,13 @@ std::string pattern(std::size_t size, unsigned seed) {
   return data;
 }
 
+// Waits (spinning, no sleep) until `stream` has at least `bytes` in its kernel receive queue: loopback
+// usually delivers within send(), but may leave it to a softirq under load.
+void wait_until_readable(const tcp_stream& stream, int bytes) {
+  int queued = 0;
+  while (::ioctl(stream.native_handle(), FIONREAD, &queued) == 0 && queued < bytes) std::this_thread::yield();
+}
+
 std::size_t open_fd_count() {
   std::size_t count = 0;
   for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++count;
@@ -193,7 +202,7 @@ TEST_CASE("read_some and write_all complete without suspending when the kernel c
   REQUIRE(writer.done());  // finished inside the first run, no suspension
   CHECK(writer.result());
 
-  // On loopback the bytes are in b's receive queue once send() returned.
+  wait_until_readable(b, 4);
   auto read = [](tcp_stream& stream) -> postal::test::job<std::string> {
     char buffer[16];
     auto count = co_await stream.read_some(buffer);
@@ -345,6 +354,62 @@ TEST_CASE("read_some with a deadline fails with timed_out on a silent peer; the 
   auto later = rt.spawn(read_until(b, 1h));
   rt.block_on([](tcp_stream& stream) -> task<void> { must(co_await stream.write_all("again"), "write"); }(a));
   CHECK(later.blocking_join() == "again");
+}
+
+TEST_CASE("deadlines on several streams fire in deadline order, none early", "[net]") {
+  runtime rt(runtime_options{.workers = 2});
+  std::vector<stream_pair> pairs;
+  for (int i = 0; i < 3; ++i) pairs.push_back(rt.block_on(connect_pair()));
+  const auto started = clock_type::now();
+  const std::chrono::milliseconds waits[] = {60ms, 20ms, 40ms};
+  std::vector<postal::join_handle<clock_type::time_point>> readers;
+  for (int i = 0; i < 3; ++i) {
+    readers.push_back(
+        rt.spawn([](tcp_stream& stream, clock_type::time_point deadline) -> task<clock_type::time_point> {
+          char buffer[16];
+          auto count = co_await stream.read_some(buffer, deadline);
+          if (count || count.error() != std::errc::timed_out) throw std::runtime_error("expected timed_out");
+          co_return clock_type::now();
+        }(pairs[i].server, started + waits[i])));
+  }
+  clock_type::time_point ended[3];
+  for (int i = 0; i < 3; ++i) ended[i] = readers[i].blocking_join();
+  for (int i = 0; i < 3; ++i) CHECK(ended[i] >= started + waits[i]);
+  CHECK(ended[1] <= ended[2]);
+  CHECK(ended[2] <= ended[0]);
+}
+
+TEST_CASE("destroying a coroutine that waits in read_some withdraws the wait and loses no data", "[net]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto [a, b] = rt.block_on(connect_pair());
+  postal::test::manual_executor executor;
+  auto read = [](tcp_stream& stream, clock_type::time_point deadline) -> postal::test::job<std::string> {
+    char buffer[64];
+    auto count = co_await stream.read_some(buffer, deadline);
+    co_return count ? std::string(buffer, *count) : count.error().message();
+  };
+  {
+    auto plain = postal::test::spawn(executor, read(b, postal::net::detail::no_deadline));
+    auto with_deadline = postal::test::spawn(executor, read(a, clock_type::now() + 1h));
+    REQUIRE_FALSE(plain.done());
+    REQUIRE_FALSE(with_deadline.done());
+  }  // both frames destroyed while waiting
+  rt.block_on([](tcp_stream& a, tcp_stream& b) -> task<void> {
+    must(co_await a.write_all("kept"), "write");
+    must(co_await b.write_all("also kept"), "write");
+  }(a, b));
+  wait_until_readable(b, 4);
+  wait_until_readable(a, 9);
+  executor.run();
+  CHECK(executor.wakes() == 0);  // the withdrawn wakers were dropped, never woken
+
+  // The next reads of the same streams get the data.
+  auto again = postal::test::spawn(executor, read(b, clock_type::now() + 5s));
+  REQUIRE(again.done());
+  CHECK(again.result() == "kept");
+  auto other = postal::test::spawn(executor, read(a, clock_type::now() + 5s));
+  REQUIRE(other.done());
+  CHECK(other.result() == "also kept");
 }
 
 TEST_CASE("close() wakes a task waiting in read_some or accept with operation_canceled", "[net]") {

@@ -9,6 +9,10 @@
 // (tcp_listener::bind runs anywhere, e.g. in main()) and a waker already knows which runtime, or executor,
 // its task belongs to: the driver only calls wakers and never runs tasks itself.
 //
+// Awaited from a coroutine that is not a postal task (one without postal::suspend_hooks), an operation that
+// had to wait resumes that coroutine on the thread that woke it, usually the I/O driver's: keep such code
+// short, since every other socket waits meanwhile.
+//
 // Errors are std::error_code values; compare them with std::errc: connection_refused, timed_out,
 // operation_canceled (the socket was closed by close() while the operation waited, or before it began),
 // bad_file_descriptor (a moved-from object), broken_pipe, connection_reset, invalid_argument (a host that is
