@@ -460,6 +460,44 @@ TEST_CASE("close() wakes a task waiting in read_some or accept with operation_ca
   CHECK(waiting.blocking_join() == std::errc::operation_canceled);
 }
 
+TEST_CASE("close() racing with a reader on another worker and a writing peer: no hang, clean errors",
+          "[net]") {
+  runtime rt(runtime_options{.workers = 2});
+  constexpr int rounds = 200;
+  int canceled = 0;
+  for (int round = 0; round < rounds; ++round) {
+    auto [a, b] = rt.block_on(connect_pair());
+    auto writer = rt.spawn([](tcp_stream& stream) -> task<std::error_code> {
+      const std::string chunk(4096, 'w');
+      for (;;) {
+        auto written = co_await stream.write_all(chunk);
+        if (!written) co_return written.error();
+      }
+    }(a));
+    auto reader = rt.spawn([](tcp_stream& stream) -> task<std::error_code> {
+      char buffer[1024];
+      for (;;) {
+        auto count = co_await stream.read_some(buffer);
+        if (!count) co_return count.error();
+        if (*count == 0) co_return std::error_code();
+      }
+    }(b));
+    auto closer = rt.spawn([](tcp_stream& stream, int round) -> task<void> {
+      for (int i = 0; i < round % 7; ++i) co_await postal::yield_now();
+      stream.close();
+    }(b, round));
+    closer.blocking_join();
+    const std::error_code read_error = reader.blocking_join();
+    CHECK(read_error == std::errc::operation_canceled);
+    const std::error_code write_error = writer.blocking_join();
+    const bool peer_gone =
+        write_error == std::errc::broken_pipe || write_error == std::errc::connection_reset;
+    CHECK(peer_gone);
+    canceled += read_error == std::errc::operation_canceled;
+  }
+  CHECK(canceled == rounds);
+}
+
 TEST_CASE("misuse: a moved-from stream, an empty buffer, two tasks reading one stream at once", "[net]") {
   runtime rt(runtime_options{.workers = 2});
   auto [a, b] = rt.block_on(connect_pair());
