@@ -1,0 +1,415 @@
+// postal::redis: the connection manager of the seed, as an actor. It owns one TCP connection to a Redis
+// server and takes the seed's commands, each carrying its responder:
+//
+//   auto redis = postal::redis::spawn_connection_manager(rt, {.host = "127.0.0.1", .port = 6379});
+//   postal::redis::set store{"hello", "world", {}};
+//   auto stored = co_await redis.ask(std::move(store));      // expected<void_reply, redis::error>
+//   auto value = redis.blocking_ask(postal::redis::get{"hello", {}});   // from main()
+//
+// It pipelines: the commands queued in its mailbox are written together (one write when the mailbox runs
+// empty, or every 64 KiB), and a reader task matches the replies to them in order. Every command ends with
+// a reply or an error, never a hang:
+//   - a Redis error reply is error::server with Redis's message;
+//   - when the connection drops, the commands in flight get error::connection_lost (they may or may not have
+//     run; none is sent again), and the manager reconnects with exponential backoff; meanwhile commands fail
+//     at once with error::not_connected (they were not sent);
+//   - a connect that does not complete within connect_timeout counts as a failed attempt;
+//   - a reply that does not come within request_timeout drops the connection (error::timeout).
+// Backpressure holds end to end: a full mailbox makes the caller wait, and at most max_in_flight commands
+// are on the wire.
+// Not for: MULTI/EXEC transactions, blocking commands (BLPOP...) or SUBSCRIBE on a managed connection.
+#pragma once
+
+#include <postal/actor.hpp>
+#include <postal/ask.hpp>
+#include <postal/expected.hpp>
+#include <postal/mpsc.hpp>
+#include <postal/net.hpp>
+#include <postal/resp.hpp>
+#include <postal/runtime.hpp>
+#include <postal/task.hpp>
+#include <postal/time.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace postal::redis {
+
+/// Why a command got no reply.
+struct error {
+  enum class kind_type {
+    not_connected,    // there was no connection (connecting failed, or the manager backs off): not sent
+    connection_lost,  // the connection dropped while the command was in flight: it may or may not have run
+    timeout,          // no reply within request_timeout; the connection was dropped
+    protocol,         // the reply was not RESP, or not the type the command expects
+    server,           // Redis answered with an error reply; `message` is its text ("WRONGTYPE ...")
+    stopped,          // the connection manager has stopped
+  };
+  kind_type kind;
+  std::string message;
+  friend bool operator==(const error&, const error&) = default;
+};
+
+template <class T>
+using result = expected<T, error>;
+
+// --- the commands: the seed's Get and Set, and a few more ---------------------------------------------
+struct get {
+  std::string key;
+  responder<result<std::optional<std::string>>> resp;
+};
+struct set {
+  std::string key;
+  std::string value;
+  responder<result<void_reply>> resp;
+  std::optional<std::chrono::milliseconds> expire = std::nullopt;  // SET ... PX
+};
+struct del {
+  std::vector<std::string> keys;
+  responder<result<std::int64_t>> resp;  // how many keys were removed
+};
+struct incr {
+  std::string key;
+  responder<result<std::int64_t>> resp;  // the new value
+};
+struct expire {
+  std::string key;
+  std::chrono::seconds ttl;
+  responder<result<bool>> resp;  // false if the key does not exist
+};
+struct publish {
+  std::string channel;
+  std::string message;
+  responder<result<std::int64_t>> resp;  // how many subscribers received it
+};
+struct raw {  // any other command, e.g. {"HSET", "h", "f", "v"}
+  std::vector<std::string> args;
+  responder<result<resp::value>> resp;
+};
+
+namespace detail {
+struct link;
+}  // namespace detail
+
+/// What the manager's mailbox takes: the commands above (tell or ask them).
+using message = std::variant<get, set, del, incr, expire, publish, raw>;
+/// A connection manager (or a pool of them).
+using connection = actor_ref<message>;
+
+struct connection_options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 6379;
+  std::chrono::milliseconds connect_timeout{1000};
+  std::chrono::milliseconds request_timeout{5000};
+  /// Reconnection backoff: the first retry after backoff_initial, doubling up to backoff_max.
+  std::chrono::milliseconds backoff_initial{10};
+  std::chrono::milliseconds backoff_max{2000};
+  /// Commands written and not yet answered; beyond it the manager waits for replies before writing more.
+  std::size_t max_in_flight = 4096;
+  std::size_t mailbox_capacity = 1024;
+};
+
+namespace detail {
+
+// The responder of any command, and the time it was written.
+using any_responder =
+    std::variant<responder<result<std::optional<std::string>>>, responder<result<void_reply>>,
+                 responder<result<std::int64_t>>, responder<result<bool>>, responder<result<resp::value>>>;
+struct in_flight {
+  any_responder reply;
+  std::chrono::steady_clock::time_point written;
+};
+
+inline error protocol_error(std::string what) { return {error::kind_type::protocol, std::move(what)}; }
+
+// Turns a reply into the result type the command's responder wants, and sends it.
+inline void complete(any_responder& reply, resp::value&& value) {
+  if (value.is_error()) {
+    std::visit([&](auto& r) { (void)r.send(unexpected{error{error::kind_type::server, std::move(value.text)}}); },
+               reply);
+    return;
+  }
+  std::visit(
+      [&](auto& r) {
+        using result_type = typename postal::detail::responder_traits<std::remove_cvref_t<decltype(r)>>::value_type;
+        using T = typename result_type::value_type;
+        using kind = resp::value::kind_type;
+        if constexpr (std::is_same_v<T, std::optional<std::string>>) {
+          if (value.kind == kind::bulk_string) (void)r.send(std::optional<std::string>(std::move(value.text)));
+          else if (value.kind == kind::null) (void)r.send(std::optional<std::string>());
+          else (void)r.send(unexpected{protocol_error("expected a bulk string or nil")});
+        } else if constexpr (std::is_same_v<T, void_reply>) {
+          if (value.kind == kind::simple_string) (void)r.send(void_reply{});
+          else (void)r.send(unexpected{protocol_error("expected +OK")});
+        } else if constexpr (std::is_same_v<T, std::int64_t>) {
+          if (value.kind == kind::integer) (void)r.send(value.integer);
+          else (void)r.send(unexpected{protocol_error("expected an integer")});
+        } else if constexpr (std::is_same_v<T, bool>) {
+          if (value.kind == kind::integer) (void)r.send(value.integer != 0);
+          else (void)r.send(unexpected{protocol_error("expected an integer")});
+        } else {
+          (void)r.send(std::move(value));
+        }
+      },
+      reply);
+}
+inline void fail(any_responder& reply, const error& why) {
+  std::visit([&](auto& r) { (void)r.send(unexpected{why}); }, reply);
+}
+
+// One connection: the stream, written by the manager and read by its reader task, and the queue of the
+// commands in flight, in the order written.
+struct link {
+  link(net::tcp_stream stream, std::size_t max_in_flight)
+      : stream(std::move(stream)), queue(mpsc::channel<in_flight>(max_in_flight)) {}
+  net::tcp_stream stream;
+  std::pair<mpsc::sender<in_flight>, mpsc::receiver<in_flight>> queue;
+  std::atomic<bool> open{true};
+};
+
+// Reads replies and completes the commands in flight, in order, until the connection ends; then fails what
+// is left. A reply overdue by request_timeout ends the connection. It takes a command off the queue only
+// when it needs it, so the queue's capacity bounds the commands in flight.
+inline task<void> read_replies(std::shared_ptr<link> connection, std::chrono::milliseconds request_timeout) {
+  auto& queue = connection->queue.second;
+  std::optional<in_flight> oldest;  // the command the next reply answers
+  auto take = [&] {
+    if (!oldest)
+      if (auto next = queue.try_recv()) oldest.emplace(std::move(*next));
+  };
+  resp::parser parser;
+  std::array<char, 64 * 1024> buffer;
+  std::optional<error> ended;
+  while (!ended) {
+    take();
+    const auto deadline = oldest ? oldest->written + request_timeout : std::chrono::steady_clock::now() + request_timeout;
+    auto got = co_await connection->stream.read_some(std::span<char>(buffer), deadline);
+    if (!got) {
+      if (got.error() == std::errc::timed_out) {
+        take();
+        if (oldest && std::chrono::steady_clock::now() >= oldest->written + request_timeout)
+          ended = error{error::kind_type::timeout,
+                        "no reply within " + std::to_string(request_timeout.count()) + " ms; connection dropped"};
+        continue;
+      }
+      ended = error{error::kind_type::connection_lost, "connection lost: " + got.error().message()};
+    } else if (*got == 0) {
+      ended = error{error::kind_type::connection_lost, "connection closed by the server"};
+    } else {
+      parser.feed(std::string_view(buffer.data(), *got));
+      for (;;) {
+        auto reply = parser.next();
+        if (!reply) {
+          ended = error{error::kind_type::protocol, "bad reply from the server: " + reply.error().reason};
+          break;
+        }
+        if (!*reply) break;
+        take();
+        if (!oldest) {
+          ended = error{error::kind_type::protocol, "a reply to no command"};
+          break;
+        }
+        complete(oldest->reply, std::move(**reply));
+        oldest.reset();
+      }
+    }
+  }
+  connection->open.store(false, std::memory_order_release);
+  connection->stream.close();
+  queue.close();  // from now on the manager's queueing fails: those commands are not sent
+  const error lost = ended->kind == error::kind_type::timeout || ended->kind == error::kind_type::protocol
+                         ? *ended
+                         : error{error::kind_type::connection_lost, ended->message};
+  if (oldest) fail(oldest->reply, lost);
+  while (auto next = queue.try_recv()) fail(next->reply, lost);
+}
+
+// The manager itself.
+class connection_manager : public actor<message> {
+ public:
+  explicit connection_manager(connection_options options)
+      : options_(std::move(options)), backoff_(options_.backoff_initial) {}
+
+  task<void> on_start() { co_await connect(); }
+  template <class Command>
+  task<void> handle(Command& command) {
+    if (!connected()) {
+      if (std::chrono::steady_clock::now() >= next_attempt_) co_await connect();
+      if (!connected()) {
+        fail_now(command.resp, error{error::kind_type::not_connected, last_failure_});
+        co_return;
+      }
+    }
+    in_flight entry{any_responder(std::move(command.resp)), std::chrono::steady_clock::now()};
+    auto& queue = link_->queue.first;
+    auto queued = queue.try_send(std::move(entry));
+    if (!queued && queued.error().is_full()) {
+      co_await flush();  // the replies to what is written make room
+      if (connected()) {
+        auto sent = co_await queue.send(std::move(queued.error().value));
+        if (!sent) {
+          fail(sent.error().value.reply, error{error::kind_type::not_connected, "connection lost before sending"});
+          co_return;
+        }
+      } else {
+        fail(queued.error().value.reply, error{error::kind_type::not_connected, last_failure_});
+        co_return;
+      }
+    } else if (!queued) {  // closed: the reader saw the connection end
+      fail(queued.error().value.reply, error{error::kind_type::not_connected, "connection lost before sending"});
+      co_return;
+    }
+    encode(command);
+    if (out_.size() >= flush_threshold) co_await flush();
+  }
+  task<void> on_idle() { co_await flush(); }
+  void on_stop(const exit_reason&) {
+    if (link_) link_->stream.close();  // the reader fails what is in flight
+  }
+
+ private:
+  static constexpr std::size_t flush_threshold = 64 * 1024;
+
+  bool connected() const noexcept { return link_ && link_->open.load(std::memory_order_acquire); }
+
+  template <class R>
+  static void fail_now(R& reply, const error& why) {
+    (void)reply.send(unexpected{why});
+  }
+
+  void encode(const get& c) { resp::append_command(out_, {"GET", c.key}); }
+  void encode(const set& c) {
+    if (c.expire) {
+      const std::string ms = std::to_string(c.expire->count());
+      resp::append_command(out_, {"SET", c.key, c.value, "PX", ms});
+    } else {
+      resp::append_command(out_, {"SET", c.key, c.value});
+    }
+  }
+  void encode(const del& c) {
+    std::vector<std::string_view> args{"DEL"};
+    args.insert(args.end(), c.keys.begin(), c.keys.end());
+    resp::append_command(out_, args);
+  }
+  void encode(const incr& c) { resp::append_command(out_, {"INCR", c.key}); }
+  void encode(const expire& c) { resp::append_command(out_, {"EXPIRE", c.key, std::to_string(c.ttl.count())}); }
+  void encode(const publish& c) { resp::append_command(out_, {"PUBLISH", c.channel, c.message}); }
+  void encode(const raw& c) {
+    std::vector<std::string_view> args(c.args.begin(), c.args.end());
+    resp::append_command(out_, args);
+  }
+
+  // Writes what is queued. A failed write ends the connection (the reader fails what is in flight).
+  task<void> flush() {
+    if (out_.empty()) co_return;
+    if (!connected()) {
+      out_.clear();
+      co_return;
+    }
+    std::string writing;
+    writing.swap(out_);
+    auto written = co_await link_->stream.write_all(writing);
+    if (!written) {
+      last_failure_ = "write failed: " + written.error().message();
+      link_->stream.close();
+      link_.reset();
+    }
+    writing.clear();
+    if (out_.empty()) out_.swap(writing);  // keep the capacity
+  }
+
+  // One connection attempt; on failure, the next one waits for the backoff.
+  task<void> connect() {
+    link_.reset();
+    out_.clear();
+    auto stream = co_await net::tcp_stream::connect(options_.host, options_.port, options_.connect_timeout);
+    if (!stream) {
+      last_failure_ = "cannot connect to " + options_.host + ":" + std::to_string(options_.port) + ": " +
+                      stream.error().message();
+      next_attempt_ = std::chrono::steady_clock::now() + backoff_;
+      backoff_ = std::min(backoff_ * 2, options_.backoff_max);
+      co_return;
+    }
+    backoff_ = options_.backoff_initial;
+    link_ = std::make_shared<link>(std::move(*stream), options_.max_in_flight);
+    runtime().spawn_detached(read_replies(link_, options_.request_timeout));
+  }
+
+  connection_options options_;
+  std::shared_ptr<link> link_;
+  std::string out_;
+  std::chrono::milliseconds backoff_;
+  std::chrono::steady_clock::time_point next_attempt_{};
+  std::string last_failure_ = "not connected yet";
+};
+
+// A pool: hands each command to the next manager in turn.
+class pool_router : public actor<message> {
+ public:
+  explicit pool_router(std::vector<connection> managers) : managers_(std::move(managers)) {}
+  template <class Command>
+  task<void> handle(Command& command) {
+    auto& target = managers_[next_++ % managers_.size()];
+    auto told = co_await target.tell(std::move(command));
+    if (!told) (void)told.error().message.resp.send(unexpected{error{error::kind_type::stopped, "the manager stopped"}});
+  }
+
+ private:
+  std::vector<connection> managers_;
+  std::size_t next_ = 0;
+};
+
+}  // namespace detail
+
+namespace detail {
+template <class Command>
+using value_of = typename postal::detail::reply_of<Command>::value_type;
+inline error ask_failure(ask_error why) {
+  return why == ask_error::timeout ? error{error::kind_type::timeout, "no reply in time"}
+                                   : error{error::kind_type::stopped, "the connection manager has stopped"};
+}
+}  // namespace detail
+
+/// `co_await redis::query(connection, redis::get{"k", {}})`: asks the manager and gives the reply or one
+/// redis::error (a stopped manager is error::stopped), instead of ask's expected of an expected.
+template <class Command>
+task<result<detail::value_of<Command>>> query(connection target, Command command) {
+  auto answer = co_await target.ask(std::move(command));
+  if (!answer) co_return unexpected{detail::ask_failure(answer.error())};
+  co_return std::move(*answer);
+}
+/// query for plain threads.
+template <class Command>
+result<detail::value_of<Command>> blocking_query(connection& target, Command command) {
+  auto answer = target.blocking_ask(std::move(command));
+  if (!answer) return unexpected{detail::ask_failure(answer.error())};
+  return std::move(*answer);
+}
+
+/// Spawns a connection manager for the Redis server at options.host:options.port. It connects at once (a
+/// failure only means the first commands fail with not_connected while it retries).
+inline connection spawn_connection_manager(runtime& rt, connection_options options = {}) {
+  const std::size_t capacity = options.mailbox_capacity;
+  return spawn_actor<detail::connection_manager>(rt, actor_options{.mailbox_capacity = capacity}, std::move(options));
+}
+
+/// A pool of `size` connection managers behind one ref: each command goes to the next manager in turn.
+inline connection spawn_pool(runtime& rt, std::size_t size, connection_options options = {}) {
+  if (size == 0) throw std::invalid_argument("postal::redis::spawn_pool: a pool needs at least one manager");
+  std::vector<connection> managers;
+  for (std::size_t i = 0; i < size; ++i) managers.push_back(spawn_connection_manager(rt, options));
+  return spawn_actor<detail::pool_router>(rt, actor_options{.mailbox_capacity = options.mailbox_capacity},
+                                          std::move(managers));
+}
+
+}  // namespace postal::redis

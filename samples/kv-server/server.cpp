@@ -1,0 +1,476 @@
+// kv-server's actors: shards that own the data, a connection actor per client, and the tasks that accept
+// connections and read requests. See server.hpp.
+#include "server.hpp"
+
+#include <postal/actor.hpp>
+#include <postal/group.hpp>
+#include <postal/net.hpp>
+#include <postal/resp.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cctype>
+#include <charconv>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <unordered_set>
+#include <variant>
+#include <vector>
+
+namespace kv {
+
+namespace detail {
+
+using clock = std::chrono::steady_clock;
+
+// --- shards ------------------------------------------------------------------------------------------------
+
+enum class op { get, set, del, exists, incr };
+
+struct shard_reply {
+  std::string encoded;     // the RESP reply for a single-key command
+  std::int64_t count = 0;  // for DEL and EXISTS: how many keys (0 or 1), summed over shards by the connection
+};
+struct shard_request {
+  op what = op::get;
+  std::string key;
+  std::string value;
+  std::optional<std::chrono::milliseconds> ttl;
+  postal::responder<shard_reply> reply;
+};
+using shard_message = std::variant<shard_request>;
+
+// Owns the keys whose hash falls on it. Expired keys are removed when they are next touched.
+class shard : public postal::actor<shard_message> {
+ public:
+  void handle(shard_request& request) { (void)request.reply.send(execute(request)); }
+
+ private:
+  struct entry {
+    std::string value;
+    std::optional<clock::time_point> expires;
+  };
+
+  entry* find(const std::string& key) {
+    auto found = data_.find(key);
+    if (found == data_.end()) return nullptr;
+    if (found->second.expires && clock::now() >= *found->second.expires) {
+      data_.erase(found);
+      return nullptr;
+    }
+    return &found->second;
+  }
+
+  shard_reply execute(shard_request& request) {
+    shard_reply reply;
+    switch (request.what) {
+      case op::get:
+        if (entry* e = find(request.key))
+          postal::resp::append_bulk(reply.encoded, e->value);
+        else
+          postal::resp::append_null(reply.encoded);
+        break;
+      case op::set: {
+        std::optional<clock::time_point> expires;
+        if (request.ttl) expires = clock::now() + *request.ttl;
+        data_.insert_or_assign(std::move(request.key), entry{std::move(request.value), expires});
+        reply.encoded = "+OK\r\n";
+        break;
+      }
+      case op::del:
+        reply.count = find(request.key) ? 1 : 0;
+        data_.erase(request.key);
+        break;
+      case op::exists:
+        reply.count = find(request.key) ? 1 : 0;
+        break;
+      case op::incr: {
+        entry* e = find(request.key);
+        std::int64_t number = 0;
+        if (e) {
+          const std::string& text = e->value;
+          auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number);
+          if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
+            postal::resp::append_error(reply.encoded, "ERR value is not an integer or out of range");
+            break;
+          }
+        }
+        if (number == std::numeric_limits<std::int64_t>::max()) {
+          postal::resp::append_error(reply.encoded, "ERR increment or decrement would overflow");
+          break;
+        }
+        ++number;
+        if (e) {
+          e->value = std::to_string(number);
+        } else {
+          data_.emplace(request.key, entry{std::to_string(number), std::nullopt});
+        }
+        postal::resp::append_integer(reply.encoded, number);
+        break;
+      }
+    }
+    return reply;
+  }
+
+  std::unordered_map<std::string, entry> data_;
+};
+
+// --- connections -------------------------------------------------------------------------------------------
+
+struct published {  // a message on a pub/sub channel (the group's topic is the channel's name)
+  std::string channel;
+  std::string payload;
+};
+struct request_batch {  // the requests of one read, in order
+  std::vector<std::vector<std::string>> requests;
+  std::optional<std::string> protocol_error;  // after the requests: the rest of the input was not RESP
+};
+struct peer_closed {};
+using connection_message = std::variant<request_batch, published, postal::group_lagged, peer_closed>;
+
+std::string upper(std::string_view text) {
+  std::string result(text);
+  for (char& c : result) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return result;
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+// What the acceptor, the connections and the server handle share.
+struct server::state {
+  postal::runtime* rt = nullptr;
+  server_options options;
+  postal::net::tcp_listener listener;
+  std::vector<postal::actor_ref<shard_message>> shards;
+  postal::groups channels;
+  std::atomic<std::size_t> connections{0};
+  std::mutex open_lock;
+  std::unordered_set<std::shared_ptr<postal::net::tcp_stream>> open;  // to close them when the server goes
+  bool closing = false;                                                // guarded by open_lock
+
+  postal::actor_ref<shard_message>& shard_for(std::string_view key) {
+    return shards[std::hash<std::string_view>{}(key) % shards.size()];
+  }
+};
+
+namespace {
+
+// One client. Takes the request batches its reader parsed, in order: each request is answered at once (PING,
+// ECHO, errors) or by the shards; the replies are written in request order, one write per batch.
+class connection : public postal::actor<connection_message> {
+ public:
+  connection(std::shared_ptr<server::state> server, std::shared_ptr<postal::net::tcp_stream> stream)
+      : server_(std::move(server)), stream_(std::move(stream)) {}
+  ~connection() override {
+    server_->connections.fetch_sub(1, std::memory_order_relaxed);
+    std::lock_guard lock(server_->open_lock);
+    server_->open.erase(stream_);
+  }
+
+  postal::task<void> handle(request_batch& batch) {
+    // A reply is either known now (ready) or comes from shards (waiting, summed for DEL / EXISTS).
+    struct slot {
+      std::string ready;
+      std::vector<postal::oneshot::receiver<shard_reply>> waiting;
+      bool sum = false;
+    };
+    std::vector<slot> slots;
+    slots.reserve(batch.requests.size());
+    bool quit = false;
+    for (auto& request : batch.requests) {
+      slot& reply = slots.emplace_back();
+      if (quit) break;
+      const std::string command = upper(request[0]);
+      if (command == "GET" || command == "SET" || command == "DEL" || command == "EXISTS" || command == "INCR") {
+        if (!subscriptions_.empty()) {
+          subscribed_only(reply.ready, command);
+          continue;
+        }
+        co_await ask_shards(command, request, reply.ready, reply.waiting, reply.sum);
+      } else {
+        quit = answer_here(command, request, reply.ready);
+      }
+    }
+    std::string out;
+    for (slot& reply : slots) {
+      if (reply.waiting.empty()) {
+        out += reply.ready;
+        continue;
+      }
+      std::int64_t total = 0;
+      for (auto& waiting : reply.waiting) {
+        auto answer = co_await waiting;
+        if (!answer) {  // the shard stopped (the server is going away)
+          postal::resp::append_error(out, "ERR server shutting down");
+          quit = true;
+          break;
+        }
+        if (reply.sum)
+          total += answer->count;
+        else
+          out += answer->encoded;
+      }
+      if (reply.sum) postal::resp::append_integer(out, total);
+    }
+    if (batch.protocol_error) {
+      postal::resp::append_error(out, "ERR Protocol error: " + *batch.protocol_error);
+      quit = true;
+    }
+    if (!out.empty() && !co_await write(out)) quit = true;
+    if (quit) close();
+  }
+
+  postal::task<void> handle(published& message) {
+    std::string out;
+    postal::resp::append_array_header(out, 3);
+    postal::resp::append_bulk(out, "message");
+    postal::resp::append_bulk(out, message.channel);
+    postal::resp::append_bulk(out, message.payload);
+    if (!co_await write(out)) close();
+  }
+  void handle(postal::group_lagged&) {}  // a slow subscriber misses messages, as the topic's capacity says
+  void handle(peer_closed&) { close(); }
+
+ private:
+  postal::task<bool> write(const std::string& out) {
+    auto written = co_await stream_->write_all(out);
+    co_return written.has_value();
+  }
+
+  void close() {
+    subscriptions_.clear();  // leave every channel
+    stream_->close();        // the reader wakes and ends
+    stop(postal::stop_mode::drop);
+  }
+
+  static void wrong_arity(std::string& out, const std::string& command) {
+    std::string lower = command;
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    postal::resp::append_error(out, "ERR wrong number of arguments for '" + lower + "' command");
+  }
+  static void subscribed_only(std::string& out, const std::string& command) {
+    postal::resp::append_error(out, "ERR Can't execute '" + command +
+                                        "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are "
+                                        "allowed in this context");
+  }
+
+  // Sends a key command to the shards that own its keys (waiting for mailbox room: backpressure).
+  postal::task<void> ask_shards(const std::string& command, std::vector<std::string>& request, std::string& ready,
+                                std::vector<postal::oneshot::receiver<shard_reply>>& waiting, bool& sum) {
+    shard_request base;
+    if (command == "GET" || command == "INCR") {
+      if (request.size() != 2) co_return wrong_arity(ready, command);
+      base.what = command == "GET" ? op::get : op::incr;
+    } else if (command == "SET") {
+      if (request.size() < 3) co_return wrong_arity(ready, command);
+      base.what = op::set;
+      base.value = std::move(request[2]);
+      for (std::size_t i = 3; i < request.size(); ++i) {
+        const std::string option = upper(request[i]);
+        std::int64_t amount = 0;
+        if ((option == "EX" || option == "PX") && i + 1 < request.size() && !base.ttl) {
+          const std::string& text = request[++i];
+          auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), amount);
+          if (error != std::errc() || end != text.data() + text.size() || amount <= 0 ||
+              amount > std::int64_t{1} << 40) {
+            co_return postal::resp::append_error(ready, "ERR invalid expire time in 'set' command");
+          }
+          base.ttl = std::chrono::milliseconds(option == "EX" ? amount * 1000 : amount);
+        } else {
+          co_return postal::resp::append_error(ready, "ERR syntax error");
+        }
+      }
+    } else {  // DEL, EXISTS: one request per key, summed
+      if (request.size() < 2) co_return wrong_arity(ready, command);
+      sum = true;
+      for (std::size_t i = 1; i < request.size(); ++i) {
+        shard_request one;
+        one.what = command == "DEL" ? op::del : op::exists;
+        one.key = std::move(request[i]);
+        co_await send(std::move(one), waiting);
+      }
+      co_return;
+    }
+    base.key = std::move(request[1]);
+    co_await send(std::move(base), waiting);
+  }
+
+  postal::task<void> send(shard_request request, std::vector<postal::oneshot::receiver<shard_reply>>& waiting) {
+    auto [reply, answer] = postal::oneshot::channel<shard_reply>();
+    request.reply = std::move(reply);
+    auto& target = server_->shard_for(request.key);
+    waiting.push_back(std::move(answer));
+    (void)co_await target.tell(std::move(request));  // a failed tell drops the responder: the answer is an error
+  }
+
+  // Commands answered by the connection itself. Returns true for QUIT.
+  bool answer_here(const std::string& command, std::vector<std::string>& request, std::string& out) {
+    if (command == "PING") {
+      if (request.size() > 2) {
+        wrong_arity(out, command);
+      } else if (!subscriptions_.empty()) {
+        postal::resp::append_array_header(out, 2);
+        postal::resp::append_bulk(out, "pong");
+        postal::resp::append_bulk(out, request.size() == 2 ? request[1] : "");
+      } else if (request.size() == 2) {
+        postal::resp::append_bulk(out, request[1]);
+      } else {
+        out += "+PONG\r\n";
+      }
+    } else if (command == "QUIT") {
+      out += "+OK\r\n";
+      return true;
+    } else if (command == "SUBSCRIBE") {
+      if (request.size() < 2) {
+        wrong_arity(out, command);
+      } else {
+        for (std::size_t i = 1; i < request.size(); ++i) subscribe(request[i], out);
+      }
+    } else if (command == "UNSUBSCRIBE") {
+      std::vector<std::string> channels(request.begin() + 1, request.end());
+      if (channels.empty())
+        for (auto& [channel, membership] : subscriptions_) channels.push_back(channel);
+      if (channels.empty()) reply_subscription(out, "unsubscribe", std::nullopt);
+      for (auto& channel : channels) {
+        subscriptions_.erase(channel);
+        reply_subscription(out, "unsubscribe", channel);
+      }
+    } else if (!subscriptions_.empty()) {
+      subscribed_only(out, command);
+    } else if (command == "ECHO") {
+      if (request.size() != 2)
+        wrong_arity(out, command);
+      else
+        postal::resp::append_bulk(out, request[1]);
+    } else if (command == "PUBLISH") {
+      if (request.size() != 3) {
+        wrong_arity(out, command);
+      } else {
+        std::int64_t receivers = 0;
+        // Only channels somebody subscribed to exist as topics: publishing creates nothing.
+        if (server_->channels.contains(request[1]))
+          receivers = static_cast<std::int64_t>(
+              server_->channels.topic<published>(request[1]).publish(published{request[1], std::move(request[2])}));
+        postal::resp::append_integer(out, receivers);
+      }
+    } else if (command == "CONFIG") {
+      out += "*0\r\n";  // redis-benchmark asks for a couple of settings; there are none to report
+    } else {
+      std::string shown = request[0].substr(0, 128);
+      postal::resp::append_error(out, "ERR unknown command '" + shown + "'");
+    }
+    return false;
+  }
+
+  void subscribe(const std::string& channel, std::string& out) {
+    if (!subscriptions_.contains(channel))
+      subscriptions_.emplace(channel, server_->channels.topic<published>(channel).join(*server_->rt, self()));
+    reply_subscription(out, "subscribe", channel);
+  }
+  void reply_subscription(std::string& out, std::string_view kind, const std::optional<std::string>& channel) {
+    postal::resp::append_array_header(out, 3);
+    postal::resp::append_bulk(out, kind);
+    if (channel)
+      postal::resp::append_bulk(out, *channel);
+    else
+      postal::resp::append_null(out);
+    postal::resp::append_integer(out, static_cast<std::int64_t>(subscriptions_.size()));
+  }
+
+  std::shared_ptr<server::state> server_;
+  std::shared_ptr<postal::net::tcp_stream> stream_;
+  std::map<std::string, postal::group_membership> subscriptions_;
+};
+
+// Reads a connection's socket and hands the parsed requests to its actor, one batch per read. While the actor
+// is busy (its mailbox full), the tell waits and the socket is not read.
+postal::task<void> read_requests(std::shared_ptr<postal::net::tcp_stream> stream,
+                                 postal::actor_ref<connection_message> connection, postal::resp::limits limits) {
+  postal::resp::request_parser parser(limits);
+  std::array<char, 16 * 1024> buffer;
+  for (;;) {
+    auto got = co_await stream->read_some(std::span<char>(buffer));
+    if (!got || *got == 0) break;
+    parser.feed(std::string_view(buffer.data(), *got));
+    request_batch batch;
+    for (;;) {
+      auto next = parser.next();
+      if (!next) {
+        batch.protocol_error = next.error().reason;
+        break;
+      }
+      if (!*next) break;
+      batch.requests.push_back(std::move(**next));
+    }
+    const bool failed = batch.protocol_error.has_value();
+    if (batch.requests.empty() && !failed) continue;
+    if (!co_await connection.tell(std::move(batch))) co_return;  // the connection has closed
+    if (failed) co_return;
+  }
+  peer_closed closed;
+  (void)co_await connection.tell(std::move(closed));
+}
+
+postal::task<void> accept_connections(std::shared_ptr<server::state> server) {
+  postal::resp::limits limits;
+  limits.max_bulk = server->options.max_bulk;
+  limits.max_value = std::max(limits.max_value, server->options.max_bulk + 64 * 1024);
+  for (;;) {
+    auto accepted = co_await server->listener.accept();
+    if (!accepted) {
+      if (accepted.error() == std::errc::operation_canceled) co_return;  // the server is going away
+      continue;  // e.g. EMFILE: the client is refused, the server goes on
+    }
+    auto stream = std::make_shared<postal::net::tcp_stream>(std::move(*accepted));
+    if (server->connections.load(std::memory_order_relaxed) >= server->options.max_connections) {
+      (void)co_await stream->write_all("-ERR max number of clients reached\r\n");
+      continue;
+    }
+    {
+      std::lock_guard lock(server->open_lock);
+      if (server->closing) co_return;
+      server->open.insert(stream);
+    }
+    server->connections.fetch_add(1, std::memory_order_relaxed);
+    auto connection_ref = postal::spawn_actor<connection>(*server->rt, postal::actor_options{.mailbox_capacity = 4},
+                                                          server, stream);
+    server->rt->spawn_detached(read_requests(stream, std::move(connection_ref), limits));
+  }
+}
+
+}  // namespace
+
+server::server(postal::runtime& rt, server_options options) : state_(std::make_shared<state>()) {
+  if (options.shards == 0) throw std::invalid_argument("kv::server: at least one shard");
+  auto listener = postal::net::tcp_listener::bind(options.host, options.port);
+  if (!listener)
+    throw std::system_error(listener.error(), "kv-server: cannot listen on " + options.host + ":" +
+                                                  std::to_string(options.port));
+  state_->rt = &rt;
+  state_->listener = std::move(*listener);
+  for (std::size_t i = 0; i < options.shards; ++i)
+    state_->shards.push_back(
+        postal::spawn_actor<shard>(rt, postal::actor_options{.mailbox_capacity = options.shard_mailbox}));
+  state_->options = std::move(options);
+  rt.spawn_detached(accept_connections(state_));
+}
+
+server::~server() {
+  state_->listener.close();
+  std::lock_guard lock(state_->open_lock);
+  state_->closing = true;
+  for (auto& stream : state_->open) stream->close();
+}
+
+std::uint16_t server::port() const noexcept { return state_->listener.port(); }
+std::size_t server::connections() const noexcept { return state_->connections.load(std::memory_order_relaxed); }
+
+}  // namespace kv
