@@ -4,12 +4,21 @@
 // message is lost, duplicated or out of order.
 #include <postal/config.hpp>
 #include <postal/group.hpp>
+#include <postal/redis.hpp>
 #include <postal/runtime.hpp>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -163,5 +172,115 @@ bench::outcome config_reload() {
 }
 
 const bench::scenario reload("config_reload", [] { return config_reload(); });
+
+// --- conn_manager: 50 tasks do SET then GET through one connection manager to a real redis-server ---
+// The server is the one at 127.0.0.1:$REDIS_PORT, or, when that is unset, one started here on a free port
+// (no persistence) and stopped after. Operations per second count SETs and GETs. conn_manager runs with the
+// I/O driver busy polling for 200 us after each event; conn_manager_default without.
+
+constexpr int manager_clients = 50;
+constexpr int manager_rounds = 10'000;  // per client: SET then GET, 1 M operations in all
+
+extern "C" char** environ;
+
+// A redis-server of the benchmark's own, when none is given.
+class own_redis_server {
+ public:
+  own_redis_server() {
+    port_ = free_port();
+    const std::string port = std::to_string(port_);
+    std::vector<std::string> args{"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no", "--daemonize", "no", "--logfile", "/dev/null"};
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    bench::check(::posix_spawnp(&pid_, "redis-server", nullptr, nullptr, argv.data(), environ) == 0,
+                 "conn_manager: cannot start redis-server");
+    // Ready once it accepts a connection (bounded: 10 s).
+    for (int attempt = 0; attempt < 10'000 && !accepts(); ++attempt)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    bench::check(accepts(), "conn_manager: redis-server did not start");
+  }
+  ~own_redis_server() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  static sockaddr_in loopback(std::uint16_t port) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(port);
+    return address;
+  }
+  static std::uint16_t free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address = loopback(0);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+    socklen_t length = sizeof address;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+    ::close(fd);
+    return ntohs(address.sin_port);
+  }
+  bool accepts() const {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address = loopback(port_);
+    const bool connected = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+    ::close(fd);
+    return connected;
+  }
+  pid_t pid_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+postal::task<std::uint64_t> manager_client(postal::redis::connection manager, int client) {
+  std::uint64_t done = 0;
+  const std::string key = "bench:" + std::to_string(client);
+  for (int i = 0; i < manager_rounds; ++i) {
+    postal::redis::set store{key, std::to_string(i), {}};
+    auto stored = co_await postal::redis::query(manager, std::move(store));
+    bench::check(stored.has_value(), "conn_manager: a SET failed");
+    postal::redis::get load{key, {}};
+    auto loaded = co_await postal::redis::query(manager, std::move(load));
+    bench::check(loaded.has_value() && *loaded == std::optional<std::string>(std::to_string(i)),
+                 "conn_manager: a GET did not return what was set");
+    done += 2;
+  }
+  co_return done;
+}
+
+bench::outcome conn_manager(std::chrono::microseconds busy_poll) {
+  postal::net::set_busy_poll(busy_poll);
+  std::optional<own_redis_server> own;
+  std::uint16_t port = 0;
+  if (const char* given = std::getenv("REDIS_PORT")) {
+    port = static_cast<std::uint16_t>(std::strtoul(given, nullptr, 10));
+  } else {
+    own.emplace();
+    port = own->port();
+  }
+  postal::runtime rt(postal::runtime_options{.workers = bench::workers()});
+  postal::redis::connection_options options;
+  options.port = port;
+  auto manager = postal::redis::spawn_connection_manager(rt, options);
+  bench::check(postal::redis::blocking_query(manager, postal::redis::get{"warm-up", {}}).has_value(),
+               "conn_manager: cannot reach redis-server");
+  const auto start = bench::clock::now();
+  std::vector<postal::join_handle<std::uint64_t>> clients;
+  for (int c = 0; c < manager_clients; ++c) clients.push_back(rt.spawn(manager_client(manager, c)));
+  std::uint64_t operations = 0;
+  for (auto& client : clients) operations += client.blocking_join();
+  const double seconds = bench::seconds_since(start);
+  postal::net::set_busy_poll(std::chrono::microseconds(0));
+  return bench::outcome{operations, seconds,
+                        "busy_poll_us=" + std::to_string(busy_poll.count()) + " redis_port=" + std::to_string(port)};
+}
+
+// With the I/O driver's busy polling (postal::net::set_busy_poll), as a latency-bound client would run, and
+// with the defaults.
+const bench::scenario manager_scenario("conn_manager", [] { return conn_manager(std::chrono::microseconds(200)); });
+const bench::scenario manager_default("conn_manager_default", [] { return conn_manager(std::chrono::microseconds(0)); });
 
 }  // namespace

@@ -49,6 +49,12 @@
 
 namespace postal::net::detail {
 
+// The busy-poll window in microseconds (0: off), from set_busy_poll or POSTAL_NET_BUSY_POLL_US.
+std::atomic<std::int64_t> busy_poll_us{[] {
+  const char* value = std::getenv("POSTAL_NET_BUSY_POLL_US");
+  return value ? std::max<std::int64_t>(0, std::atoll(value)) : std::int64_t{0};
+}()};
+
 namespace {
 
 std::error_code system_error(int code) noexcept {
@@ -221,8 +227,14 @@ class reactor {
   void run() {
     constexpr int batch = 256;
     epoll_event events[batch];
+    auto last_event = clock::now();
     while (!stopping_.load(std::memory_order_acquire)) {
-      const int ready = ::epoll_wait(epoll_, events, batch, next_timeout_ms());
+      // Busy polling: for a while after the last event, look again at once instead of sleeping (a sleeping
+      // driver thread adds a scheduler wake-up to every reply; see set_busy_poll).
+      const auto window = std::chrono::microseconds(busy_poll_us.load(std::memory_order_relaxed));
+      const bool polling = window.count() > 0 && clock::now() - last_event < window;
+      const int ready = ::epoll_wait(epoll_, events, batch, polling ? 0 : next_timeout_ms());
+      if (ready > 0) last_event = clock::now();
       for (int i = 0; i < ready; ++i) {
         auto* socket = static_cast<socket_state*>(events[i].data.ptr);
         if (socket == nullptr) {
@@ -754,6 +766,10 @@ expected<tcp_stream, std::error_code> accept_operation::result() noexcept {
 }  // namespace postal::net::detail
 
 namespace postal::net {
+
+void set_busy_poll(std::chrono::microseconds window) noexcept {
+  detail::busy_poll_us.store(std::max<std::int64_t>(0, window.count()), std::memory_order_relaxed);
+}
 
 task<expected<tcp_stream, std::error_code>> tcp_stream::connect(std::string host, std::uint16_t port,
                                                                 std::chrono::milliseconds timeout) {

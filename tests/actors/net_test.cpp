@@ -133,6 +133,12 @@ std::size_t kernel_buffering_bound() {
 }  // namespace
 
 TEST_CASE("an echo server serves 20 clients at once and every byte comes back intact", "[net]") {
+  // With and without the driver's busy polling: the same bytes either way.
+  const int busy_poll_us = GENERATE(0, 100);
+  postal::net::set_busy_poll(std::chrono::microseconds(busy_poll_us));
+  struct reset_busy_poll {
+    ~reset_busy_poll() { postal::net::set_busy_poll(std::chrono::microseconds(0)); }
+  } reset;
   runtime rt(runtime_options{.workers = 2});
   constexpr int clients = 20;
   constexpr int messages = 50;

@@ -210,6 +210,15 @@ int native_handle(const socket_state* socket) noexcept;
 
 }  // namespace detail
 
+/// Busy polling for the I/O driver thread: for `window` after the last socket event, it looks for the next
+/// one at once instead of sleeping in epoll_wait (0, the default, turns it off). It trades CPU for latency:
+/// a client with few requests in flight waits for each reply's wake-up, and busy polling removes the
+/// driver's share of it (the Redis connection manager's conn_manager benchmark roughly doubles with 200 us),
+/// while a busy server on few cores loses the CPU the polling takes (kv-server under redis-benchmark drops
+/// about 10%). Process-wide; also set by the environment variable POSTAL_NET_BUSY_POLL_US at start.
+void set_busy_poll(std::chrono::microseconds window) noexcept;
+
+
 /// A TCP connection. Move-only; destroying it closes it.
 ///
 /// Concurrency: one task may read while another writes (each direction has room for one waiting task; a

@@ -192,7 +192,8 @@ inline task<void> read_replies(std::shared_ptr<link> connection, std::chrono::mi
   std::optional<error> ended;
   while (!ended) {
     take();
-    const auto deadline = oldest ? oldest->written + request_timeout : std::chrono::steady_clock::now() + request_timeout;
+    const auto deadline =
+        oldest ? oldest->written + request_timeout : std::chrono::steady_clock::now() + request_timeout;
     auto got = co_await connection->stream.read_some(std::span<char>(buffer), deadline);
     if (!got) {
       if (got.error() == std::errc::timed_out) {
