@@ -37,19 +37,28 @@ struct shard_reply {
   std::string encoded;     // the RESP reply for a single-key command
   std::int64_t count = 0;  // for DEL and EXISTS: how many keys (0 or 1), summed over shards by the connection
 };
-struct shard_request {
+struct shard_op {
   op what = op::get;
   std::string key;
   std::string value;
   std::optional<std::chrono::milliseconds> ttl;
-  postal::responder<shard_reply> reply;
+};
+// The operations of one connection's batch that fall on one shard, answered together, in order.
+struct shard_request {
+  std::vector<shard_op> ops;
+  postal::responder<std::vector<shard_reply>> reply;
 };
 using shard_message = std::variant<shard_request>;
 
 // Owns the keys whose hash falls on it. Expired keys are removed when they are next touched.
 class shard : public postal::actor<shard_message> {
  public:
-  void handle(shard_request& request) { (void)request.reply.send(execute(request)); }
+  void handle(shard_request& request) {
+    std::vector<shard_reply> replies;
+    replies.reserve(request.ops.size());
+    for (shard_op& one : request.ops) replies.push_back(execute(one));
+    (void)request.reply.send(std::move(replies));
+  }
 
  private:
   struct entry {
@@ -67,7 +76,7 @@ class shard : public postal::actor<shard_message> {
     return &found->second;
   }
 
-  shard_reply execute(shard_request& request) {
+  shard_reply execute(shard_op& request) {
     shard_reply reply;
     switch (request.what) {
       case op::get:
@@ -156,9 +165,7 @@ struct server::state {
   std::unordered_set<std::shared_ptr<postal::net::tcp_stream>> open;  // to close them when the server goes
   bool closing = false;                                                // guarded by open_lock
 
-  postal::actor_ref<shard_message>& shard_for(std::string_view key) {
-    return shards[std::hash<std::string_view>{}(key) % shards.size()];
-  }
+  std::size_t shard_index(std::string_view key) const { return std::hash<std::string_view>{}(key) % shards.size(); }
 };
 
 namespace {
@@ -176,54 +183,78 @@ class connection : public postal::actor<connection_message> {
   }
 
   postal::task<void> handle(request_batch& batch) {
-    // A reply is either known now (ready) or comes from shards (waiting, summed for DEL / EXISTS).
+    // A reply is known now (ready), or made of shard answers: the positions of its operations in the
+    // batches sent to the shards (summed for DEL and EXISTS).
     struct slot {
       std::string ready;
-      std::vector<postal::oneshot::receiver<shard_reply>> waiting;
+      std::vector<std::pair<std::size_t, std::size_t>> answers;  // (shard, index in that shard's batch)
       bool sum = false;
     };
     std::vector<slot> slots;
     slots.reserve(batch.requests.size());
+    std::vector<std::vector<shard_op>> per_shard(server_->shards.size());
     bool quit = false;
     for (auto& request : batch.requests) {
-      slot& reply = slots.emplace_back();
       if (quit) break;
+      slot& reply = slots.emplace_back();
       const std::string command = upper(request[0]);
       if (command == "GET" || command == "SET" || command == "DEL" || command == "EXISTS" || command == "INCR") {
-        if (!subscriptions_.empty()) {
+        if (!subscriptions_.empty())
           subscribed_only(reply.ready, command);
-          continue;
-        }
-        co_await ask_shards(command, request, reply.ready, reply.waiting, reply.sum);
+        else
+          plan(command, request, reply.ready, reply.answers, reply.sum, per_shard);
       } else {
         quit = answer_here(command, request, reply.ready);
       }
     }
+    // One message per shard, then the answers in order (each shard answers its batch in one vector).
+    std::vector<std::optional<postal::oneshot::receiver<std::vector<shard_reply>>>> waiting(per_shard.size());
+    for (std::size_t i = 0; i < per_shard.size(); ++i) {
+      if (per_shard[i].empty()) continue;
+      auto [reply, answer] = postal::oneshot::channel<std::vector<shard_reply>>();
+      shard_request request{std::move(per_shard[i]), std::move(reply)};
+      waiting[i].emplace(std::move(answer));
+      (void)co_await server_->shards[i].tell(std::move(request));  // waits for room: backpressure
+    }
+    std::vector<std::vector<shard_reply>> answers(per_shard.size());
+    bool shards_gone = false;
+    for (std::size_t i = 0; i < waiting.size(); ++i) {
+      if (!waiting[i]) continue;
+      auto answer = co_await *waiting[i];
+      if (answer)
+        answers[i] = std::move(*answer);
+      else
+        shards_gone = true;  // a shard stopped: the server is going away
+    }
     std::string out;
     for (slot& reply : slots) {
-      if (reply.waiting.empty()) {
+      if (reply.answers.empty()) {
         out += reply.ready;
         continue;
       }
       std::int64_t total = 0;
-      for (auto& waiting : reply.waiting) {
-        auto answer = co_await waiting;
-        if (!answer) {  // the shard stopped (the server is going away)
-          postal::resp::append_error(out, "ERR server shutting down");
-          quit = true;
+      bool missing = false;
+      for (auto [shard_index, position] : reply.answers) {
+        if (position >= answers[shard_index].size()) {
+          missing = true;
           break;
         }
+        shard_reply& answer = answers[shard_index][position];
         if (reply.sum)
-          total += answer->count;
+          total += answer.count;
         else
-          out += answer->encoded;
+          out += answer.encoded;
       }
-      if (reply.sum) postal::resp::append_integer(out, total);
+      if (missing)
+        postal::resp::append_error(out, "ERR server shutting down");
+      else if (reply.sum)
+        postal::resp::append_integer(out, total);
     }
     if (batch.protocol_error) {
       postal::resp::append_error(out, "ERR Protocol error: " + *batch.protocol_error);
       quit = true;
     }
+    if (shards_gone) quit = true;
     if (!out.empty() && !co_await write(out)) quit = true;
     if (quit) close();
   }
@@ -262,17 +293,23 @@ class connection : public postal::actor<connection_message> {
                                         "allowed in this context");
   }
 
-  // Sends a key command to the shards that own its keys (waiting for mailbox room: backpressure).
-  postal::task<void> ask_shards(const std::string& command, std::vector<std::string>& request, std::string& ready,
-                                std::vector<postal::oneshot::receiver<shard_reply>>& waiting, bool& sum) {
-    shard_request base;
+  // Plans a key command: its operations go to the batches of the shards that own its keys; a syntax or
+  // arity error is the reply instead.
+  void plan(const std::string& command, std::vector<std::string>& request, std::string& ready,
+            std::vector<std::pair<std::size_t, std::size_t>>& answers, bool& sum,
+            std::vector<std::vector<shard_op>>& per_shard) {
+    auto add = [&](shard_op one) {
+      const std::size_t index = server_->shard_index(one.key);
+      answers.emplace_back(index, per_shard[index].size());
+      per_shard[index].push_back(std::move(one));
+    };
+    shard_op base;
     if (command == "GET" || command == "INCR") {
-      if (request.size() != 2) co_return wrong_arity(ready, command);
+      if (request.size() != 2) return wrong_arity(ready, command);
       base.what = command == "GET" ? op::get : op::incr;
     } else if (command == "SET") {
-      if (request.size() < 3) co_return wrong_arity(ready, command);
+      if (request.size() < 3) return wrong_arity(ready, command);
       base.what = op::set;
-      base.value = std::move(request[2]);
       for (std::size_t i = 3; i < request.size(); ++i) {
         const std::string option = upper(request[i]);
         std::int64_t amount = 0;
@@ -280,35 +317,27 @@ class connection : public postal::actor<connection_message> {
           const std::string& text = request[++i];
           auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), amount);
           if (error != std::errc() || end != text.data() + text.size() || amount <= 0 ||
-              amount > std::int64_t{1} << 40) {
-            co_return postal::resp::append_error(ready, "ERR invalid expire time in 'set' command");
-          }
+              amount > std::int64_t{1} << 40)
+            return postal::resp::append_error(ready, "ERR invalid expire time in 'set' command");
           base.ttl = std::chrono::milliseconds(option == "EX" ? amount * 1000 : amount);
         } else {
-          co_return postal::resp::append_error(ready, "ERR syntax error");
+          return postal::resp::append_error(ready, "ERR syntax error");
         }
       }
-    } else {  // DEL, EXISTS: one request per key, summed
-      if (request.size() < 2) co_return wrong_arity(ready, command);
+      base.value = std::move(request[2]);
+    } else {  // DEL, EXISTS: one operation per key, summed
+      if (request.size() < 2) return wrong_arity(ready, command);
       sum = true;
       for (std::size_t i = 1; i < request.size(); ++i) {
-        shard_request one;
+        shard_op one;
         one.what = command == "DEL" ? op::del : op::exists;
         one.key = std::move(request[i]);
-        co_await send(std::move(one), waiting);
+        add(std::move(one));
       }
-      co_return;
+      return;
     }
     base.key = std::move(request[1]);
-    co_await send(std::move(base), waiting);
-  }
-
-  postal::task<void> send(shard_request request, std::vector<postal::oneshot::receiver<shard_reply>>& waiting) {
-    auto [reply, answer] = postal::oneshot::channel<shard_reply>();
-    request.reply = std::move(reply);
-    auto& target = server_->shard_for(request.key);
-    waiting.push_back(std::move(answer));
-    (void)co_await target.tell(std::move(request));  // a failed tell drops the responder: the answer is an error
+    add(std::move(base));
   }
 
   // Commands answered by the connection itself. Returns true for QUIT.
