@@ -71,6 +71,5 @@ class PostalConan(ConanFile):
 
         patterns = self.cpp_info.components["patterns"]
         patterns.set_property("cmake_target_name", "postal::patterns")
-        patterns.bindirs = []
-        patterns.libdirs = []
+        patterns.libs = ["postal_patterns"]
         patterns.requires = ["actors", "nlohmann_json::nlohmann_json"]

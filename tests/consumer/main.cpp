@@ -1,5 +1,7 @@
 // Uses an installed postal the way a user's project does: headers from <postal/...>, targets from
 // find_package(postal). Exits non-zero if a value goes missing.
+#include <postal/config_loader.hpp>
+#include <postal/group.hpp>
 #include <postal/mpsc.hpp>
 #include <postal/oneshot.hpp>
 #include <postal/runtime.hpp>
@@ -19,9 +21,21 @@ postal::task<int> sum_through_a_channel() {
 }
 }  // namespace
 
+struct settings {
+  int port = 0;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(settings, port)
+
 int main() {
   postal::runtime runtime(postal::runtime_options{.workers = 2});
   int sum = runtime.block_on(sum_through_a_channel());
   std::printf("consumer: sum of 1..100 through postal::mpsc = %d\n", sum);
-  return sum == 5050 ? 0 : 1;
+  // postal::patterns: a topic and the config loader.
+  postal::groups groups;
+  auto topic = groups.topic<int>("numbers");
+  auto subscription = topic.subscribe();
+  const bool heard = topic.publish(7) == 1 && subscription.try_recv().value() == 7;
+  auto loaded = postal::parse_config<settings>(R"({"port": 8080})", "inline");
+  std::printf("consumer: topic %s, config port %d\n", heard ? "heard" : "NOT heard", loaded ? loaded->port : -1);
+  return sum == 5050 && heard && loaded && loaded->port == 8080 ? 0 : 1;
 }
