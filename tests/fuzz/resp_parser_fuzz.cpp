@@ -73,12 +73,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   }
 
-  postal::resp::request_parser requests(fuzz_limits());
-  requests.feed(input);
-  for (int i = 0; i < 1000; ++i) {
-    auto next = requests.next();
-    if (!next || !*next) break;
-    if ((*next)->empty()) std::abort();  // a request always has a command name... or is skipped
-  }
+  // Requests, whole and split: the same requests (or the same error), never an empty one.
+  auto requests_of = [&](std::size_t piece) {
+    postal::resp::request_parser requests(fuzz_limits());
+    std::vector<std::vector<std::string>> got;
+    std::string error;
+    for (std::size_t at = 0; at < input.size() && error.empty(); at += piece) {
+      requests.feed(input.substr(at, piece));
+      for (;;) {
+        auto next = requests.next();
+        if (!next) {
+          error = next.error().reason;
+          break;
+        }
+        if (!*next) break;
+        if ((*next)->empty()) std::abort();
+        got.push_back(std::move(**next));
+      }
+    }
+    return std::make_pair(got, error);
+  };
+  if (requests_of(input.size() + 1) != requests_of(chunk)) std::abort();
   return 0;
 }

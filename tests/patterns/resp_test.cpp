@@ -161,6 +161,24 @@ TEST_CASE("resp: requests as arrays of bulk strings and as inline commands", "[r
   REQUIRE_FALSE(bad);
   CHECK(bad.error().reason == "a request must be a non-empty array of bulk strings");
 
+  // Requests split at every byte, in both forms, come out whole and in order.
+  const std::string mixed = "*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\nPING\r\n*1\r\n$4\r\nPING\r\n";
+  for (std::size_t chunk = 1; chunk <= mixed.size(); ++chunk) {
+    postal::resp::request_parser split;
+    std::vector<std::vector<std::string>> got;
+    for (std::size_t at = 0; at < mixed.size(); at += chunk) {
+      split.feed(std::string_view(mixed).substr(at, chunk));
+      for (;;) {
+        auto next = split.next();
+        REQUIRE(next);
+        if (!*next) break;
+        got.push_back(std::move(**next));
+      }
+    }
+    INFO("chunk size " << chunk);
+    CHECK(got == std::vector<std::vector<std::string>>{{"SET", "key", "value"}, {"PING"}, {"PING"}});
+  }
+
   postal::resp::request_parser empty;
   empty.feed("*0\r\n");
   CHECK_FALSE(empty.next());

@@ -11,6 +11,16 @@
 #include <string>
 #include <vector>
 
+#include <postal/resp.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include "server.hpp"
 #include "support/processes.hpp"
 
@@ -136,6 +146,49 @@ TEST_CASE("kv-server: QUIT, and the connection limit", "[kv-server]") {
   test_support::child_process holder({"redis-cli", "-p", std::to_string(s.server.port()), "SUBSCRIBE", "hold"});
   REQUIRE(holder.wait_for_line("hold"));
   CHECK(raw_exchange(s.rt, s.server.port(), "PING\r\n") == "-ERR max number of clients reached\r\n");
+}
+
+TEST_CASE("kv-server: a client that sends without reading replies is stopped, not buffered", "[kv-server][backpressure]") {
+  running_server s;
+  // A plain non-blocking socket, written until the kernel refuses more and stays full: the server only
+  // stops reading if it does not buffer what it cannot answer (the client reads no reply).
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(s.server.port());
+  (void)::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  pollfd connected{fd, POLLOUT, 0};
+  REQUIRE(::poll(&connected, 1, 10'000) == 1);
+  std::string block;
+  while (block.size() < (1 << 20)) postal::resp::append_command(block, {"SET", "key", "value"});
+  const std::size_t planned = std::size_t{512} << 20;  // far more than any kernel buffers on loopback
+  std::size_t sent = 0;
+  for (;;) {
+    const std::size_t offset = sent % block.size();  // the stream stays whole commands, block after block
+    const ssize_t n = ::send(fd, block.data() + offset, block.size() - offset, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+      if (sent >= planned) break;
+      continue;
+    }
+    if (errno != EAGAIN) {
+      const int error = errno;
+      std::string said;
+      char reply[65536];
+      ssize_t got;
+      while ((got = ::recv(fd, reply, sizeof reply, 0)) > 0) said.append(reply, static_cast<std::size_t>(got));
+      FAIL("send failed with errno " << error << " after " << sent << " bytes; the server said " << said.size()
+                                     << " bytes ending in: " << said.substr(said.size() > 200 ? said.size() - 200 : 0));
+    }
+    // Full: if the server still read, room would come back soon. It must stay full.
+    pollfd writable{fd, POLLOUT, 0};
+    if (::poll(&writable, 1, 2'000) == 0) break;
+  }
+  ::close(fd);
+  INFO("bytes the server took before it stopped reading: " << sent);
+  CHECK(sent < planned / 4);
+  CHECK(s.cli("PING") == "PONG");  // other clients are still served
 }
 
 TEST_CASE("kv-server: fifty pipelined clients (redis-benchmark) get every reply", "[kv-server]") {

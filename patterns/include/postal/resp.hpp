@@ -70,6 +70,19 @@ class parser {
   void feed(std::string_view bytes) { buffer_.append(bytes); }
   /// Bytes received and not yet part of a returned value.
   std::size_t buffered() const noexcept { return buffer_.size() - start_; }
+  /// The next byte received and not yet parsed, if any.
+  std::optional<char> peek() const noexcept {
+    if (start_ == buffer_.size()) return std::nullopt;
+    return buffer_[start_];
+  }
+  /// Between values (no value partly parsed), hands back the bytes received after the last value.
+  std::string take_buffered() {
+    std::string rest = buffer_.substr(start_);
+    buffer_.clear();
+    start_ = 0;
+    return rest;
+  }
+
 
   expected<std::optional<value>, protocol_error> next() {
     if (failed_) return unexpected{*failed_};
@@ -247,12 +260,18 @@ class request_parser {
       }
       auto parsed = values_.next();
       if (!parsed) return unexpected{std::move(parsed.error())};
-      if (!*parsed) {
-        // The RESP parser has consumed every whole request: the next byte decides the next request's form.
-        if (values_.buffered() == 0) mode_ = mode_type::unknown;
-        return std::optional<std::vector<std::string>>();
-      }
+      if (!*parsed) return std::optional<std::vector<std::string>>();  // more bytes needed
       value& request = **parsed;
+      // What follows may be an inline command: then it is handed over (RESP requests follow each other
+      // without copying).
+      const auto following = values_.peek();
+      if (!following) {
+        mode_ = mode_type::unknown;
+      } else if (*following != '*') {
+        std::string rest = values_.take_buffered();
+        mode_ = mode_type::unknown;
+        feed(rest);
+      }
       if (request.kind != value::kind_type::array || request.elements.empty())
         return unexpected{protocol_error{"a request must be a non-empty array of bulk strings"}};
       std::vector<std::string> arguments;
@@ -262,7 +281,6 @@ class request_parser {
           return unexpected{protocol_error{"a request must be a non-empty array of bulk strings"}};
         arguments.push_back(std::move(argument.text));
       }
-      if (values_.buffered() == 0) mode_ = mode_type::unknown;
       return std::optional<std::vector<std::string>>(std::move(arguments));
     }
   }
