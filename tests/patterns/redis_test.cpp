@@ -225,6 +225,28 @@ TEST_CASE("commands fail with not_connected while nothing listens; a connect is 
   CHECK(reply.error().message.find("cannot connect") != std::string::npos);
 }
 
+TEST_CASE("a connect that times out is an error, not a hang", "[redis][failure]") {
+  runtime rt(runtime_options{.workers = 2});
+  // A listener that never accepts, with a full accept queue: Linux drops further SYNs, so a connect to it
+  // stays pending until its timeout.
+  auto listener = postal::net::tcp_listener::bind("127.0.0.1", 0, /*backlog=*/0);
+  REQUIRE(listener);
+  std::vector<postal::net::tcp_stream> queued;
+  for (int i = 0; i < 8; ++i) {
+    auto filler = rt.block_on(postal::net::tcp_stream::connect("127.0.0.1", listener->port(),
+                                                               std::chrono::milliseconds(200)));
+    if (!filler) break;  // the queue is full
+    queued.push_back(std::move(*filler));
+  }
+  auto options = options_for(listener->port());
+  options.connect_timeout = std::chrono::milliseconds(200);
+  auto manager = redis::spawn_connection_manager(rt, options);
+  auto reply = redis::blocking_query(manager, redis::get{"x", {}});
+  REQUIRE_FALSE(reply);
+  CHECK(reply.error().kind == redis::error::kind_type::not_connected);
+  CHECK(reply.error().message.find("timed out") != std::string::npos);
+}
+
 TEST_CASE("when the manager is stuck, its mailbox fills and callers wait (backpressure)", "[redis][backpressure]") {
   runtime rt(runtime_options{.workers = 2});
   auto listener = postal::net::tcp_listener::bind("127.0.0.1", 0);
