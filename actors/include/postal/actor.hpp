@@ -712,16 +712,13 @@ template <class A>
 struct actor_runner {
   using Message = typename A::message_type;
 
-  actor_runner(std::function<std::unique_ptr<A>()> factory, mpsc::receiver<envelope<Message>> mailbox,
-               actor_identity<Message> identity, control_ref supervisor,
-               actor_options options)
-      : factory(std::move(factory)),
-        mailbox(std::move(mailbox)),
+  actor_runner(mpsc::receiver<envelope<Message>> mailbox, actor_identity<Message> identity,
+               control_ref supervisor, actor_options options)
+      : mailbox(std::move(mailbox)),
         identity(std::move(identity)),
         supervisor(std::move(supervisor)),
         options(options) {}
 
-  std::function<std::unique_ptr<A>()> factory;
   mpsc::receiver<envelope<Message>> mailbox;
   actor_identity<Message> identity;
   control_ref supervisor;  // the parent's, when spawned as a child
@@ -780,16 +777,24 @@ struct actor_runner {
     }
   };
 
+  // Why the actor stops, once it does; null for a normal stop, so that an actor stopping normally (the
+  // common case) keeps no exit_reason (a string and a kind) in its frame.
+  using stop_reason = std::unique_ptr<exit_reason>;
+  static const exit_reason& normal_exit() {
+    static const exit_reason normal{};
+    return normal;
+  }
+
   // Applies a stop the actor asked for (stop()) or a control request (kill, a child's escalated failure)
   // once, before the next message. Throws the escalated failure, so that supervision handles it like a
   // handler's exception. A plain function, not part of the coroutine: its locals stay out of every
   // actor's frame (g++ keeps each local of a coroutine in the frame, even one never alive across a
   // suspension).
-  void apply_requests(A& instance, bool& closed, std::optional<exit_reason>& reason) {
+  void apply_requests(A& instance, bool& closed, stop_reason& reason) {
     if (instance.requested_stop_ && !closed) {
       closed = true;
       close_mailbox(*instance.requested_stop_);
-      reason = exit_reason{};
+      reason.reset();  // normal
     }
     if (identity.control->pending()) {
       if (auto request = identity.control->take()) {
@@ -797,7 +802,7 @@ struct actor_runner {
           throw std::runtime_error(request->reason.message);
         closed = true;
         close_mailbox(request->mode);
-        reason = std::move(request->reason);
+        reason = std::make_unique<exit_reason>(std::move(request->reason));
       }
     }
   }
@@ -806,7 +811,7 @@ struct actor_runner {
   // Applies the supervision policy: true if the actor restarts; otherwise `reason` says why it stops, its
   // mailbox is closed and emptied, and an escalating failure has been posted to the supervisor. A plain
   // function, for the same reason as apply_requests.
-  bool recover(std::exception_ptr failure, std::optional<exit_reason>& reason) {
+  bool recover(std::exception_ptr failure, stop_reason& reason) {
     const std::string what = describe(failure);
     const supervision& policy = options.on_failure;
     if (policy.policy == supervision::policy_type::restart) {
@@ -818,13 +823,13 @@ struct actor_runner {
         report_actor_failure(what, true);
         return true;
       }
-      reason = exit_reason{
+      reason = std::make_unique<exit_reason>(
           exit_reason::kind_type::failed,
           what + " (restarted " + std::to_string(policy.max_restarts) + " times within " +
               std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(policy.period).count()) +
-              " ms: giving up)"};
+              " ms: giving up)");
     } else {
-      reason = exit_reason{exit_reason::kind_type::failed, what};
+      reason = std::make_unique<exit_reason>(exit_reason::kind_type::failed, what);
       if (policy.policy == supervision::policy_type::escalate && supervisor)
         supervisor->post({control_request::kind_type::escalated_failure, stop_mode::drop,
                           exit_reason{exit_reason::kind_type::failed, "a child actor failed: " + what}});
@@ -851,9 +856,12 @@ struct actor_runner {
   // The runner lives in the coroutine frame (a by-value parameter): one allocation less per actor. Every
   // local here costs each actor bytes while it waits for messages, so slow paths live in plain functions
   // and one `pending` task holds whichever hook or handler task is being awaited.
-  static task<void> run(actor_runner me) {
+  // `factory` builds the actor (again after a restart); a lambda holding the spawn arguments, so an actor
+  // spawned without arguments keeps no bytes for it.
+  template <class Factory>
+  static task<void> run(actor_runner me, Factory factory) {
     exit_guard guard{me.identity.control.get()};
-    std::optional<exit_reason> reason;
+    stop_reason reason;
     std::unique_ptr<A> instance;
     std::optional<task<void>> pending;
     bool needs_start = true;
@@ -865,7 +873,7 @@ struct actor_runner {
       try {
         if (needs_start) {
           needs_start = false;
-          instance = me.factory();
+          instance = factory();
           instance->identity_ = &me.identity;
           if constexpr (has_on_start<A>) {
             if ((pending = invoke_member([&] { return instance->on_start(); }))) {
@@ -909,11 +917,10 @@ struct actor_runner {
       instance.reset();
       needs_start = true;
     }
-    if (!reason) reason = exit_reason{};
     if constexpr (has_on_stop<A>) {
       if (instance) {
         try {
-          if ((pending = call_on_stop(*instance, *reason))) co_await std::move(*pending);
+          if ((pending = call_on_stop(*instance, reason ? *reason : normal_exit()))) co_await std::move(*pending);
         } catch (...) {
           report_on_stop_failure(std::current_exception());
         }
@@ -921,7 +928,7 @@ struct actor_runner {
     }
     pending.reset();
     instance.reset();
-    me.identity.control->finish(std::move(*reason));
+    me.identity.control->finish(reason ? std::move(*reason) : exit_reason{});
   }
 };
 
@@ -932,11 +939,11 @@ actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, control_ref su
   static_assert(std::is_base_of_v<actor<Message>, A>, "an actor class derives from postal::actor<Message>");
   auto [tx, rx] = mpsc::channel<envelope<Message>>(options.mailbox_capacity);
   control_ref control(new actor_control<Message>(tx.downgrade()));
-  actor_runner<A> runner([... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); },
-                         std::move(rx), actor_identity<Message>{tx.downgrade(), control, &rt},
+  actor_runner<A> runner(std::move(rx), actor_identity<Message>{tx.downgrade(), control, &rt},
                          std::move(supervisor), options);
   actor_ref<Message> ref(std::move(tx), std::move(control));
-  rt.spawn_detached(actor_runner<A>::run(std::move(runner)));
+  rt.spawn_detached(actor_runner<A>::run(
+      std::move(runner), [... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); }));
   return ref;
 }
 
