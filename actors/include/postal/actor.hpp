@@ -244,28 +244,41 @@ envelope<Message> request_envelope(M message, oneshot::sender<R> reply) {
 }
 
 // What an actor's refs, its runner and its children share besides the mailbox: pending control requests
-// and the exit status that monitors watch.
+// and the exit status that monitors watch. One exists per actor, so it is kept small: what only kills,
+// escalations, failures and monitors need lives in `rare_state`, allocated the first time one needs it
+// (an actor that is spawned, told and dropped never allocates it), and a one-byte spin lock guards it
+// (every critical section is a few instructions; a std::mutex would be 40 bytes per actor).
 class control_block {
  public:
+  control_block() = default;
+  control_block(const control_block&) = delete;
+  control_block& operator=(const control_block&) = delete;
+  virtual ~control_block() = default;
+
+  // Intrusive reference counting (see control_ref): one allocation per actor, no separate count block.
+  void add_ref() noexcept { references_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
   // Records a request (the first one wins, except that a failure replaces a stop), raises the flag and
   // nudges the actor in case it waits for messages.
   void post(control_request request) {
     {
       std::lock_guard lock(lock_);
-      if (!request_ || request.kind == control_request::kind_type::escalated_failure)
-        request_ = std::move(request);
+      rare_state& rare = rare_locked();
+      if (!rare.request || request.kind == control_request::kind_type::escalated_failure)
+        rare.request = std::move(request);
     }
     pending_.store(true, std::memory_order_release);
-    if (nudge_) nudge_();
+    nudge();
   }
-  // Set once at spawn: puts a nudge in the actor's mailbox if there is room (a full mailbox means the actor
-  // will look at the flag after its current message anyway).
-  void set_nudge(std::function<void()> nudge) { nudge_ = std::move(nudge); }
   bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
   std::optional<control_request> take() {
     std::lock_guard lock(lock_);
     pending_.store(false, std::memory_order_relaxed);
-    return std::exchange(request_, std::nullopt);
+    if (!rare_) return std::nullopt;
+    return std::exchange(rare_->request, std::nullopt);
   }
 
   // -- the exit status that monitors wait for: set once, then every waiting monitor is woken ------------
@@ -276,26 +289,34 @@ class control_block {
     const control_block* block;
     bool operator()() const noexcept { return block->finished(); }
   };
-  using finish_wait = postal::detail::list_wait<exit_waiter, has_finished>;
+  using lock_type = mpsc::detail::spinlock;
+  using finish_wait = postal::detail::list_wait<exit_waiter, has_finished, lock_type>;
 
-  // Records the exit reason (the first one stays) and wakes the monitors waiting for it.
+  // Records the exit reason (the first one stays) and wakes the monitors waiting for it. A reason without
+  // a message is kept as its kind alone, so that most actors end without allocating.
   void finish(exit_reason reason) {
     std::vector<waker> wakers;
     {
       std::lock_guard lock(lock_);
-      if (exit_) return;
-      exit_ = std::move(reason);
+      if (finished_.load(std::memory_order_relaxed)) return;
+      exit_kind_ = reason.kind;
+      if (!reason.message.empty()) rare_locked().exit_message = std::move(reason.message);
       finished_.store(true, std::memory_order_release);
-      while (exit_waiter* waiting = exit_waiters_.pop_front()) wakers.push_back(std::move(waiting->target));
+      if (rare_)
+        while (exit_waiter* waiting = rare_->exit_waiters.pop_front()) wakers.push_back(std::move(waiting->target));
     }
     for (waker& w : wakers) w.wake();
   }
   bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
   std::optional<exit_reason> exit() const {
     std::lock_guard lock(lock_);
-    return exit_;
+    if (!finished_.load(std::memory_order_relaxed)) return std::nullopt;
+    return exit_reason{exit_kind_, rare_ ? rare_->exit_message : std::string()};
   }
-  finish_wait wait_finished() { return finish_wait(lock_, exit_waiters_, has_finished{this}); }
+  finish_wait wait_finished() {
+    std::lock_guard lock(lock_);
+    return finish_wait(lock_, rare_locked().exit_waiters, has_finished{this});
+  }
   // Blocks the calling thread until finish() was called.
   void block_until_finished() {
     if (postal::detail::spin_until([this] { return finished(); })) return;
@@ -304,20 +325,81 @@ class control_block {
     node.target = parker.make_waker();
     {
       std::lock_guard lock(lock_);
-      if (exit_) return;
-      exit_waiters_.push_back(&node);
+      if (finished_.load(std::memory_order_relaxed)) return;
+      rare_locked().exit_waiters.push_back(&node);
     }
     parker.park();
   }
 
+ protected:
+  // Puts a nudge in the actor's mailbox if there is room (a full mailbox means the actor will look at the
+  // flag after its current message anyway).
+  virtual void nudge() noexcept = 0;
+
  private:
+  struct rare_state {
+    std::optional<control_request> request;
+    std::string exit_message;
+    postal::detail::intrusive_list<exit_waiter> exit_waiters;
+  };
+  rare_state& rare_locked() {
+    if (!rare_) rare_ = std::make_unique<rare_state>();
+    return *rare_;
+  }
+
+  std::atomic<std::uint32_t> references_{1};
   std::atomic<bool> pending_{false};
   std::atomic<bool> finished_{false};
-  mutable std::mutex lock_;  // guards request_, exit_ and exit_waiters_
-  std::optional<control_request> request_;
-  std::optional<exit_reason> exit_;
-  postal::detail::intrusive_list<exit_waiter> exit_waiters_;
-  std::function<void()> nudge_;
+  mutable lock_type lock_;  // guards rare_ (and what it holds) and exit_kind_
+  exit_reason::kind_type exit_kind_ = exit_reason::kind_type::normal;
+  std::unique_ptr<rare_state> rare_;
+};
+
+// The control block of an actor whose mailbox takes Message: it nudges through a weak mailbox sender.
+template <class Message>
+class actor_control final : public control_block {
+ public:
+  explicit actor_control(mpsc::weak_sender<envelope<Message>> mailbox) noexcept : mailbox_(std::move(mailbox)) {}
+
+ private:
+  void nudge() noexcept override {
+    auto mailbox = mailbox_.upgrade();
+    if (!mailbox) return;
+    try {
+      (void)mailbox->try_send(envelope<Message>(std::in_place_index<1>));
+    } catch (const std::bad_alloc&) {
+      // The mailbox could not get its slots (its first message): the request waits in the control block
+      // until the actor's next message.
+    }
+  }
+
+  mpsc::weak_sender<envelope<Message>> mailbox_;
+};
+
+// A counted reference to a control block: shared_ptr's job in one pointer and no extra allocation.
+class control_ref {
+ public:
+  control_ref() noexcept = default;
+  // Adopts the reference `block` was created with.
+  explicit control_ref(control_block* block) noexcept : block_(block) {}
+  control_ref(std::nullptr_t) noexcept {}
+  control_ref(const control_ref& other) noexcept : block_(other.block_) {
+    if (block_) block_->add_ref();
+  }
+  control_ref(control_ref&& other) noexcept : block_(std::exchange(other.block_, nullptr)) {}
+  control_ref& operator=(control_ref other) noexcept {
+    std::swap(block_, other.block_);
+    return *this;
+  }
+  ~control_ref() {
+    if (block_) block_->release();
+  }
+  control_block* get() const noexcept { return block_; }
+  control_block* operator->() const noexcept { return block_; }
+  explicit operator bool() const noexcept { return block_ != nullptr; }
+
+ private:
+  control_block* block_ = nullptr;
 };
 
 }  // namespace detail
@@ -325,7 +407,7 @@ class control_block {
 /// Awaits an actor's end: `co_await monitor.exit()` in a task, `monitor.blocking_exit()` on a plain thread.
 class actor_monitor {
  public:
-  explicit actor_monitor(std::shared_ptr<detail::control_block> control) : control_(std::move(control)) {}
+  explicit actor_monitor(detail::control_ref control) : control_(std::move(control)) {}
 
   /// The exit reason, once the actor has ended (at once if it already has). Cancel-safety: destroying the
   /// waiting task withdraws the wait.
@@ -343,7 +425,7 @@ class actor_monitor {
   std::optional<exit_reason> try_exit() const { return control_->exit(); }
 
  private:
-  std::shared_ptr<detail::control_block> control_;
+  detail::control_ref control_;
 };
 
 namespace detail {
@@ -356,7 +438,7 @@ concept askable = tellable<M, Message> && (has_responder<M> || declares_reply<M>
 template <class A>
 struct actor_runner;
 template <class A, class... Args>
-actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, std::shared_ptr<control_block> supervisor,
+actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, control_ref supervisor,
                                                      actor_options options, Args&&... args);
 
 template <class Message, class M>
@@ -491,10 +573,10 @@ class actor_ref {
   friend class actor<Message>;
   template <class A, class... Args>
   friend actor_ref<typename A::message_type> detail::spawn_actor_with(runtime&,
-                                                                      std::shared_ptr<detail::control_block>,
+                                                                      detail::control_ref,
                                                                       actor_options, Args&&...);
 
-  actor_ref(mpsc::sender<envelope> mailbox, std::shared_ptr<detail::control_block> control)
+  actor_ref(mpsc::sender<envelope> mailbox, detail::control_ref control)
       : mailbox_(std::move(mailbox)), control_(std::move(control)) {}
 
   template <class M>
@@ -503,7 +585,7 @@ class actor_ref {
   }
 
   mpsc::sender<envelope> mailbox_;
-  std::shared_ptr<detail::control_block> control_;
+  detail::control_ref control_;
 };
 
 namespace detail {
@@ -511,7 +593,7 @@ namespace detail {
 template <class Message>
 struct actor_identity {
   mpsc::weak_sender<envelope<Message>> mailbox;
-  std::shared_ptr<control_block> control;
+  control_ref control;
   postal::runtime* runtime = nullptr;
 };
 }  // namespace detail
@@ -630,19 +712,16 @@ template <class A>
 struct actor_runner {
   using Message = typename A::message_type;
 
-  actor_runner(std::function<std::unique_ptr<A>()> factory, mpsc::receiver<envelope<Message>> mailbox,
-               actor_identity<Message> identity, std::shared_ptr<control_block> supervisor,
-               actor_options options)
-      : factory(std::move(factory)),
-        mailbox(std::move(mailbox)),
+  actor_runner(mpsc::receiver<envelope<Message>> mailbox, actor_identity<Message> identity,
+               control_ref supervisor, actor_options options)
+      : mailbox(std::move(mailbox)),
         identity(std::move(identity)),
         supervisor(std::move(supervisor)),
         options(options) {}
 
-  std::function<std::unique_ptr<A>()> factory;
   mpsc::receiver<envelope<Message>> mailbox;
   actor_identity<Message> identity;
-  std::shared_ptr<control_block> supervisor;  // the parent's, when spawned as a child
+  control_ref supervisor;  // the parent's, when spawned as a child
   actor_options options;
 
   template <class M>
@@ -698,12 +777,93 @@ struct actor_runner {
     }
   };
 
-  // The runner lives in the coroutine frame (a by-value parameter): one allocation less per actor.
-  static task<void> run(actor_runner me) {
+  // Why the actor stops, once it does; null for a normal stop, so that an actor stopping normally (the
+  // common case) keeps no exit_reason (a string and a kind) in its frame.
+  using stop_reason = std::unique_ptr<exit_reason>;
+  static const exit_reason& normal_exit() {
+    static const exit_reason normal{};
+    return normal;
+  }
+
+  // Applies a stop the actor asked for (stop()) or a control request (kill, a child's escalated failure)
+  // once, before the next message. Throws the escalated failure, so that supervision handles it like a
+  // handler's exception. A plain function, not part of the coroutine: its locals stay out of every
+  // actor's frame (g++ keeps each local of a coroutine in the frame, even one never alive across a
+  // suspension).
+  void apply_requests(A& instance, bool& closed, stop_reason& reason) {
+    if (instance.requested_stop_ && !closed) {
+      closed = true;
+      close_mailbox(*instance.requested_stop_);
+      reason.reset();  // normal
+    }
+    if (identity.control->pending()) {
+      if (auto request = identity.control->take()) {
+        if (request->kind == control_request::kind_type::escalated_failure)
+          throw std::runtime_error(request->reason.message);
+        closed = true;
+        close_mailbox(request->mode);
+        reason = std::make_unique<exit_reason>(std::move(request->reason));
+      }
+    }
+  }
+
+  // A handler or hook threw (the message it handled is destroyed by now, so its asker got no_reply).
+  // Applies the supervision policy: true if the actor restarts; otherwise `reason` says why it stops, its
+  // mailbox is closed and emptied, and an escalating failure has been posted to the supervisor. A plain
+  // function, for the same reason as apply_requests.
+  bool recover(std::exception_ptr failure, stop_reason& reason) {
+    const std::string what = describe(failure);
+    const supervision& policy = options.on_failure;
+    if (policy.policy == supervision::policy_type::restart) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!restarts) restarts = std::make_unique<std::vector<std::chrono::steady_clock::time_point>>();
+      std::erase_if(*restarts, [&](auto at) { return now - at > policy.period; });
+      if (restarts->size() < policy.max_restarts) {
+        restarts->push_back(now);
+        report_actor_failure(what, true);
+        return true;
+      }
+      reason = std::make_unique<exit_reason>(
+          exit_reason::kind_type::failed,
+          what + " (restarted " + std::to_string(policy.max_restarts) + " times within " +
+              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(policy.period).count()) +
+              " ms: giving up)");
+    } else {
+      reason = std::make_unique<exit_reason>(exit_reason::kind_type::failed, what);
+      if (policy.policy == supervision::policy_type::escalate && supervisor)
+        supervisor->post({control_request::kind_type::escalated_failure, stop_mode::drop,
+                          exit_reason{exit_reason::kind_type::failed, "a child actor failed: " + what}});
+    }
+    report_actor_failure(what, false);
+    close_mailbox(stop_mode::drop);
+    return false;
+  }
+
+  // Calls on_stop if the actor has one; its task (if it is a coroutine) is returned to be awaited.
+  static std::optional<task<void>> call_on_stop(A& instance, const exit_reason& reason) {
+    if constexpr (has_on_stop<A>)
+      return invoke_member([&] { return instance.on_stop(reason); });
+    else
+      return std::nullopt;
+  }
+  static void report_on_stop_failure(std::exception_ptr failure) {
+    report_actor_failure("on_stop threw: " + describe(failure), false);
+  }
+
+  // Times of recent restarts, for the restart intensity; allocated by the first failure.
+  std::unique_ptr<std::vector<std::chrono::steady_clock::time_point>> restarts;
+
+  // The runner lives in the coroutine frame (a by-value parameter): one allocation less per actor. Every
+  // local here costs each actor bytes while it waits for messages, so slow paths live in plain functions
+  // and one `pending` task holds whichever hook or handler task is being awaited.
+  // `factory` builds the actor (again after a restart); a lambda holding the spawn arguments, so an actor
+  // spawned without arguments keeps no bytes for it.
+  template <class Factory>
+  static task<void> run(actor_runner me, Factory factory) {
     exit_guard guard{me.identity.control.get()};
-    std::vector<std::chrono::steady_clock::time_point> restarts;  // empty (no allocation) until a failure
-    std::optional<exit_reason> reason;
+    stop_reason reason;
     std::unique_ptr<A> instance;
+    std::optional<task<void>> pending;
     bool needs_start = true;
     bool closed = false;
     std::size_t in_a_row = 0;
@@ -713,28 +873,17 @@ struct actor_runner {
       try {
         if (needs_start) {
           needs_start = false;
-          instance = me.factory();
+          instance = factory();
           instance->identity_ = &me.identity;
           if constexpr (has_on_start<A>) {
-            if (auto started = invoke_member([&] { return instance->on_start(); }))
-              co_await std::move(*started);
+            if ((pending = invoke_member([&] { return instance->on_start(); }))) {
+              co_await std::move(*pending);
+              pending.reset();  // its frame (and what it holds) goes now, not at the next hook
+            }
           }
         }
         for (;;) {
-          if (instance->requested_stop_ && !closed) {
-            closed = true;
-            me.close_mailbox(*instance->requested_stop_);
-            reason = exit_reason{};
-          }
-          if (me.identity.control->pending()) {
-            if (auto request = me.identity.control->take()) {
-              if (request->kind == control_request::kind_type::escalated_failure)
-                throw std::runtime_error(request->reason.message);
-              closed = true;
-              me.close_mailbox(request->mode);
-              reason = std::move(request->reason);
-            }
-          }
+          me.apply_requests(*instance, closed, reason);
           std::optional<envelope<Message>> next;
           if (auto ready = me.mailbox.try_recv()) {
             next.emplace(std::move(*ready));
@@ -745,84 +894,56 @@ struct actor_runner {
           } else {
             in_a_row = 0;
             if constexpr (has_on_idle<A>) {
-              if (auto idle = invoke_member([&] { return instance->on_idle(); })) co_await std::move(*idle);
+              if ((pending = invoke_member([&] { return instance->on_idle(); }))) {
+                co_await std::move(*pending);
+                pending.reset();
+              }
               if (auto arrived = me.mailbox.try_recv()) next.emplace(std::move(*arrived));
             }
             if (!next) next = co_await me.mailbox.recv();
           }
           if (!next) break;  // closed (or every ref gone) and drained
-          if (auto pending = dispatch(*instance, *next)) co_await std::move(*pending);
+          if ((pending = dispatch(*instance, *next))) {
+            co_await std::move(*pending);
+            pending.reset();
+          }
         }
         break;
       } catch (...) {
         failure = std::current_exception();
       }
-      // A handler or hook threw. The message it handled is destroyed by now, so its asker got no_reply.
-      const std::string what = describe(failure);
-      const supervision& policy = me.options.on_failure;
-      if (policy.policy == supervision::policy_type::restart) {
-        const auto now = std::chrono::steady_clock::now();
-        std::erase_if(restarts, [&](auto at) { return now - at > policy.period; });
-        if (restarts.size() < policy.max_restarts) {
-          restarts.push_back(now);
-          report_actor_failure(what, true);
-          instance.reset();
-          needs_start = true;
-          continue;
-        }
-        reason = exit_reason{
-            exit_reason::kind_type::failed,
-            what + " (restarted " + std::to_string(policy.max_restarts) + " times within " +
-                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(policy.period).count()) +
-                " ms: giving up)"};
-      } else {
-        reason = exit_reason{exit_reason::kind_type::failed, what};
-        if (policy.policy == supervision::policy_type::escalate && me.supervisor)
-          me.supervisor->post({control_request::kind_type::escalated_failure, stop_mode::drop,
-                               exit_reason{exit_reason::kind_type::failed, "a child actor failed: " + what}});
-      }
-      report_actor_failure(what, false);
-      me.close_mailbox(stop_mode::drop);
-      break;
+      pending.reset();
+      if (!me.recover(std::move(failure), reason)) break;
+      instance.reset();
+      needs_start = true;
     }
-    if (!reason) reason = exit_reason{};
     if constexpr (has_on_stop<A>) {
       if (instance) {
         try {
-          if (auto stopping = invoke_member([&] { return instance->on_stop(*reason); }))
-            co_await std::move(*stopping);
+          if ((pending = call_on_stop(*instance, reason ? *reason : normal_exit()))) co_await std::move(*pending);
         } catch (...) {
-          report_actor_failure("on_stop threw: " + describe(std::current_exception()), false);
+          report_on_stop_failure(std::current_exception());
         }
       }
     }
+    pending.reset();
     instance.reset();
-    me.identity.control->finish(std::move(*reason));
+    me.identity.control->finish(reason ? std::move(*reason) : exit_reason{});
   }
 };
 
 template <class A, class... Args>
-actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, std::shared_ptr<control_block> supervisor,
+actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, control_ref supervisor,
                                                      actor_options options, Args&&... args) {
   using Message = typename A::message_type;
   static_assert(std::is_base_of_v<actor<Message>, A>, "an actor class derives from postal::actor<Message>");
   auto [tx, rx] = mpsc::channel<envelope<Message>>(options.mailbox_capacity);
-  auto control = std::make_shared<control_block>();
-  control->set_nudge([weak = tx.downgrade()] {
-    auto mailbox = weak.upgrade();
-    if (!mailbox) return;
-    try {
-      (void)mailbox->try_send(envelope<Message>(std::in_place_index<1>));
-    } catch (const std::bad_alloc&) {
-      // The mailbox could not get its slots (its first message): the request waits in the control block
-      // until the actor's next message.
-    }
-  });
-  actor_runner<A> runner([... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); },
-                         std::move(rx), actor_identity<Message>{tx.downgrade(), control, &rt},
+  control_ref control(new actor_control<Message>(tx.downgrade()));
+  actor_runner<A> runner(std::move(rx), actor_identity<Message>{tx.downgrade(), control, &rt},
                          std::move(supervisor), options);
   actor_ref<Message> ref(std::move(tx), std::move(control));
-  rt.spawn_detached(actor_runner<A>::run(std::move(runner)));
+  rt.spawn_detached(actor_runner<A>::run(
+      std::move(runner), [... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); }));
   return ref;
 }
 
