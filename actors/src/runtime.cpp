@@ -24,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace postal::detail {
@@ -55,19 +56,30 @@ class timer_actor final : public caf::event_based_actor {
 class task_job;
 
 // A FIFO of jobs woken on this worker, each holding one reference. Emptied by the job that is running.
+// The command pattern's ping-pong keeps at most one job here at a time: that one sits in `first_`, which
+// costs a store and a load instead of the vector's bookkeeping; the vector holds the jobs queued behind it.
 class run_list {
  public:
-  void push_back(task_job* job) { jobs_.push_back(job); }
+  void push_back(task_job* job) {
+    if (first_ == nullptr && head_ == jobs_.size())
+      first_ = job;  // nothing queued: the oldest job
+    else
+      jobs_.push_back(job);
+  }
   task_job* pop_front() noexcept {
+    if (first_ != nullptr) return std::exchange(first_, nullptr);
     if (head_ == jobs_.size()) {
-      jobs_.clear();
-      head_ = 0;
+      if (head_ != 0) {
+        jobs_.clear();
+        head_ = 0;
+      }
       return nullptr;
     }
     return jobs_[head_++];
   }
 
  private:
+  task_job* first_ = nullptr;  // if set, older than every job in jobs_
   std::vector<task_job*> jobs_;
   std::size_t head_ = 0;
 };

@@ -72,6 +72,9 @@ job<bool> wait_closed(sender<T>& tx) {
 probe probe_receive(receiver<int>& rx) {
   (void)co_await rx;
 }
+probe probe_receive_owned(receiver<postal::test::counted> rx) {
+  (void)co_await std::move(rx);
+}
 probe probe_closed(sender<int>& tx) {
   co_await tx.closed();
 }
@@ -572,6 +575,38 @@ TEST_CASE("cancelling a wait while another thread completes it loses nothing", "
   }
   CHECK(lost == 0);
   CHECK(census.live == 0);
+}
+
+// The sender leaves the block in the same step that completes it while the receiver waits, and then still
+// takes the receiver's waker out: a receiver that withdraws its wait and goes away meanwhile must not free
+// the block under it (ASan and TSan watch this test).
+TEST_CASE("a receiver cancelled and destroyed while another thread sends or leaves frees the block once",
+          "[oneshot][threads]") {
+  constexpr int rounds = 4000;
+  using postal::test::counted;
+  waker_census census;
+  const long live_before = counted::live.load();
+  for (int round = 0; round < rounds; ++round) {
+    auto ends = channel<counted>();
+    sender<counted> tx = std::move(ends.first);
+    std::optional<probe> waiting;
+    waiting.emplace(probe_receive_owned(std::move(ends.second)));  // the wait owns the receiver
+    waiting->start(census);
+    std::atomic<bool> go{false};
+    const bool send_round = round % 2 == 0;
+    std::thread other([&, send_round] {
+      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+      if (send_round)
+        (void)tx.send(counted(round));
+      else
+        tx = sender<counted>();  // leaves without sending
+    });
+    go.store(true, std::memory_order_release);
+    waiting.reset();  // withdraws the wait and destroys the receiver, racing the send, resp. the leave
+    other.join();
+  }
+  CHECK(census.live == 0);
+  CHECK(counted::live.load() == live_before);
 }
 
 TEST_CASE("a cancelled closed() wait is not woken by the receiver going away", "[oneshot]") {

@@ -91,12 +91,19 @@ inline constexpr std::uint32_t receiver_alive = 1u << 6;
 //   while its *_waiting flag is clear, then published by setting the flag. The other side takes and wakes it
 //   if its own transition (complete, resp. closed) finds the flag set; the owner takes it back if clearing
 //   the flag finds that transition not yet made.
-// - The block is freed by whichever of sender and receiver clears its *_alive flag last.
+// - The block is freed by whichever of sender and receiver clears its *_alive flag last. A sender that
+//   finishes (send or leave) while the receiver waits clears sender_alive in the same operation that sets
+//   `complete` (one atomic read-modify-write less per reply), then takes receiver_waker out and sets
+//   receiver_waker_taken (a plain store: its last touch of the block), then wakes it. So a receiver that
+//   withdraws its wait and finds `complete` set waits for receiver_waker_taken before it may free the block
+//   (it is woken only after it, so a woken receiver never needs to).
 template <class T>
 struct block {
   std::atomic<std::uint32_t> state{sender_alive | receiver_alive};
   waker receiver_waker;
   waker sender_waker;
+  // False from the receiver's registration until the sender has moved receiver_waker out (see above).
+  std::atomic<bool> receiver_waker_taken{true};
   alignas(T) unsigned char storage[sizeof(T)];
 
   T* value() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
@@ -192,6 +199,16 @@ void release(block<T>* b, std::uint32_t alive_flag) noexcept {
   if ((before & other) == 0) block_recycler<T>::free(b);
 }
 
+// The sender's last step after its transition to `complete` (which also cleared sender_alive) found the
+// receiver waiting: takes the receiver's waker out, tells a receiver withdrawing its wait that the block is
+// no longer touched, and wakes the receiver. The block may be freed as soon as receiver_waker_taken is set.
+template <class T>
+void hand_over_receiver_waker(block<T>* b) noexcept {
+  waker w = std::move(b->receiver_waker);
+  b->receiver_waker_taken.store(true, std::memory_order_release);
+  w.wake();
+}
+
 // The sender leaves without (successfully) sending: marks the channel complete, wakes a waiting receiver
 // and lets go of the block.
 template <class T>
@@ -199,17 +216,13 @@ void sender_leave(block<T>* b) noexcept {
   std::uint32_t before = b->state.load(std::memory_order_relaxed);
   std::uint32_t after;
   do {
-    after = before | complete;
-    if ((before & receiver_waiting) == 0) after &= ~sender_alive;  // nothing left to do here: leave at once
+    after = (before | complete) & ~sender_alive;
   } while (
       !b->state.compare_exchange_weak(before, after, std::memory_order_acq_rel, std::memory_order_relaxed));
-  if (before & receiver_waiting) {
-    waker w = std::move(b->receiver_waker);
-    w.wake();
-    release(b, sender_alive);
-  } else if ((before & receiver_alive) == 0) {
+  if (before & receiver_waiting)
+    hand_over_receiver_waker(b);  // the receiver is alive (it waits): it frees the block
+  else if ((before & receiver_alive) == 0)
     block_recycler<T>::free(b);
-  }
 }
 
 // The receiver leaves: closes the channel (waking a sender waiting in closed()), destroys a value it did not
@@ -253,6 +266,8 @@ bool register_waker(block<T>* b, waker& slot, waker w, std::uint32_t waiting_fla
   if (now & waiting_flag)
     throw std::logic_error("postal::oneshot: only one task or thread may wait on a channel end at a time");
   slot = std::move(w);
+  if (waiting_flag == receiver_waiting)  // published by the fetch_or below
+    b->receiver_waker_taken.store(false, std::memory_order_relaxed);
   registered = true;  // before publishing: once published, the wait may end on another thread at any moment
   const std::uint32_t before = b->state.fetch_or(waiting_flag, std::memory_order_acq_rel);
   if (before & done_flags) {  // the other side finished in between and did not see our waker: take it back
@@ -264,11 +279,18 @@ bool register_waker(block<T>* b, waker& slot, waker w, std::uint32_t waiting_fla
   return true;
 }
 
-// Withdraws a registered wait that will not be resumed (its coroutine frame is being destroyed).
+// Withdraws a registered wait that will not be resumed (its coroutine frame is being destroyed, or a timer
+// ended it). If the other side already made its transition, it owns the waker and wakes it; a receiver then
+// waits until the sender no longer touches the block (see hand_over_receiver_waker), since the block may be
+// freed next.
 template <class T>
 void unregister(block<T>* b, waker& slot, std::uint32_t waiting_flag, std::uint32_t done_flag) noexcept {
   const std::uint32_t before = b->state.fetch_and(~waiting_flag, std::memory_order_acq_rel);
-  if ((before & done_flag) == 0) slot.reset();  // still ours; otherwise the other side has taken it to wake
+  if ((before & done_flag) == 0) {
+    slot.reset();  // still ours
+  } else if (waiting_flag == receiver_waiting) {
+    while (!b->receiver_waker_taken.load(std::memory_order_acquire)) postal::detail::cpu_relax();
+  }
 }
 
 // Waits on a plain thread until one of `done_flags` is set: spins briefly, then parks until the other side's
@@ -462,16 +484,11 @@ class sender {
         detail::sender_leave(b);
         return unexpected<T>{std::move(back)};
       }
-      after = before | detail::complete | detail::has_value;
-      if ((before & detail::receiver_waiting) == 0) after &= ~detail::sender_alive;
+      after = (before | detail::complete | detail::has_value) & ~detail::sender_alive;
     } while (
         !b->state.compare_exchange_weak(before, after, std::memory_order_acq_rel, std::memory_order_acquire));
     // Not closed, so the receiver is alive: only when it waits is there anything left to do here.
-    if (before & detail::receiver_waiting) {
-      waker w = std::move(b->receiver_waker);
-      w.wake();
-      detail::release(b, detail::sender_alive);
-    }
+    if (before & detail::receiver_waiting) detail::hand_over_receiver_waker(b);
     return {};
   }
 

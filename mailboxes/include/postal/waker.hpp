@@ -29,13 +29,12 @@ class waker {
 
   constexpr waker() noexcept = default;
   constexpr waker(void* data, const vtable* table) noexcept : data_(data), table_(table) {}
-  waker(waker&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), table_(std::exchange(other.table_, nullptr)) {}
+  waker(waker&& other) noexcept : data_(take(other.data_)), table_(take(other.table_)) {}
   waker& operator=(waker&& other) noexcept {
     if (this != &other) {
       reset();
-      data_ = std::exchange(other.data_, nullptr);
-      table_ = std::exchange(other.table_, nullptr);
+      data_ = take(other.data_);
+      table_ = take(other.table_);
     }
     return *this;
   }
@@ -60,6 +59,18 @@ class waker {
   explicit operator bool() const noexcept { return table_ != nullptr; }
 
  private:
+  // Reads a member of a waker being moved from and clears it. One 8-byte load per member: a waker is often
+  // moved right after a call stored it member by member (the executor's waker_for returns it through
+  // memory), and a single 16-byte load of both (what GCC makes of two plain loads) cannot be forwarded from
+  // those two stores, which stalls the load until they reach the cache (~7% of a command-pattern round
+  // trip). A relaxed atomic load is a plain load that the compiler does not merge.
+  template <class Member>
+  static Member take(Member& member) noexcept {
+    Member value = __atomic_load_n(&member, __ATOMIC_RELAXED);
+    member = nullptr;
+    return value;
+  }
+
   void* data_ = nullptr;
   const vtable* table_ = nullptr;
 };

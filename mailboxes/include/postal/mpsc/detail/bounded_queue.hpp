@@ -432,10 +432,10 @@ class bounded_core {
   // Where index i lives in the ring: consecutive indices go to different cache lines (index i and i + 1
   // are a line apart, wrapping round), so a sender writing index i and the receiver taking i - 1 do not
   // pass one cache line back and forth for every value. A bijection of [0, ring size).
+  // (A rotation of the index's ring bits: the low lines_shift_ bits move up by line_shift_, the rest down.)
   std::uint32_t position(std::uint32_t index) const noexcept {
     const std::uint32_t i = index & ring_mask_;
-    const std::uint32_t lines_mask = (std::uint32_t{1} << lines_shift_) - 1;
-    return ((i & lines_mask) << line_shift_) | (i >> lines_shift_);
+    return ((i << line_shift_) | (i >> lines_shift_)) & ring_mask_;
   }
   // The sequence number of index i's slot while it is free for i (its value then makes it free_for(i) + 1;
   // the receiver, having taken it, makes it free_for(i + ring size)). A multiple of the ring size, so the
