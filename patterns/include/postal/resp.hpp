@@ -70,6 +70,41 @@ class parser {
   void feed(std::string_view bytes) { buffer_.append(bytes); }
   /// Bytes received and not yet part of a returned value.
   std::size_t buffered() const noexcept { return buffer_.size() - start_; }
+  /// A fast path for servers: when no value is partly parsed and the buffered bytes begin with a whole,
+  /// non-empty array of bulk strings within the limits, takes it and gives its strings without building
+  /// values. Otherwise gives nothing and consumes nothing: next() then parses (or rejects) the input as
+  /// usual, so both paths accept exactly the same requests.
+  std::optional<std::vector<std::string>> take_bulk_array() {
+    if (failed_ || !stack_.empty() || pending_bulk_) return std::nullopt;
+    const std::string_view rest = std::string_view(buffer_).substr(start_);
+    std::size_t at = 0;
+    auto header = [&](char type) -> std::optional<std::int64_t> {
+      if (at >= rest.size() || rest[at] != type) return std::nullopt;
+      const std::size_t end = rest.find("\r\n", at);
+      if (end == std::string_view::npos || end - at > limits_.max_line) return std::nullopt;
+      auto number = integer_of(rest.substr(at + 1, end - at - 1));
+      at = end + 2;
+      return number;
+    };
+    const auto count = header('*');
+    if (!count || *count < 1 || static_cast<std::uint64_t>(*count) > limits_.max_elements) return std::nullopt;
+    std::vector<std::string> strings;
+    strings.reserve(static_cast<std::size_t>(*count));
+    for (std::int64_t i = 0; i < *count; ++i) {
+      const auto length = header('$');
+      if (!length || *length < 0 || static_cast<std::uint64_t>(*length) > limits_.max_bulk) return std::nullopt;
+      const auto size = static_cast<std::size_t>(*length);
+      if (rest.size() - at < size + 2 || rest.compare(at + size, 2, "\r\n") != 0) return std::nullopt;
+      strings.emplace_back(rest.substr(at, size));
+      at += size + 2;
+    }
+    if (at > limits_.max_value) return std::nullopt;
+    start_ += at;
+    value_bytes_ = 0;
+    compact();
+    return strings;
+  }
+
   /// The next byte received and not yet parsed, if any.
   std::optional<char> peek() const noexcept {
     if (start_ == buffer_.size()) return std::nullopt;
@@ -258,20 +293,15 @@ class request_parser {
         if (!request || !*request || !(*request)->empty()) return request;
         continue;  // an empty line: skip it
       }
+      if (auto fast = values_.take_bulk_array()) {
+        after_request();
+        return std::optional<std::vector<std::string>>(std::move(*fast));
+      }
       auto parsed = values_.next();
       if (!parsed) return unexpected{std::move(parsed.error())};
       if (!*parsed) return std::optional<std::vector<std::string>>();  // more bytes needed
       value& request = **parsed;
-      // What follows may be an inline command: then it is handed over (RESP requests follow each other
-      // without copying).
-      const auto following = values_.peek();
-      if (!following) {
-        mode_ = mode_type::unknown;
-      } else if (*following != '*') {
-        std::string rest = values_.take_buffered();
-        mode_ = mode_type::unknown;
-        feed(rest);
-      }
+      after_request();
       if (request.kind != value::kind_type::array || request.elements.empty())
         return unexpected{protocol_error{"a request must be a non-empty array of bulk strings"}};
       std::vector<std::string> arguments;
@@ -287,6 +317,19 @@ class request_parser {
 
  private:
   enum class mode_type { unknown, resp, inline_ };
+
+  // What follows a RESP request may be an inline command: then it is handed over (RESP requests follow
+  // each other without copying).
+  void after_request() {
+    const auto following = values_.peek();
+    if (!following) {
+      mode_ = mode_type::unknown;
+    } else if (*following != '*') {
+      std::string rest = values_.take_buffered();
+      mode_ = mode_type::unknown;
+      feed(rest);
+    }
+  }
 
   expected<std::optional<std::vector<std::string>>, protocol_error> next_inline() {
     const std::size_t end = inline_.find('\n');
