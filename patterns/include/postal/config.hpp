@@ -70,6 +70,12 @@ struct config_options {
 };
 
 namespace detail {
+// One load of the configured file, with its overrides, size limit and validator.
+template <class T>
+expected<T, config_error> load_configured(const config_options<T>& options) {
+  return load_config<T>(options.file, config_load_options{options.overrides, options.max_bytes}, options.validate);
+}
+
 struct config_reload {
   using reply_type = expected<void, config_error>;
 };
@@ -85,8 +91,7 @@ class config_publisher {
 
   // Loads the file; publishes a good value (only if it differs, when T can be compared) and the status.
   expected<void, config_error> load() {
-    config_load_options load_options{options_.overrides, options_.max_bytes};
-    auto loaded = load_config<T>(options_.file, load_options, options_.validate);
+    auto loaded = load_configured(options_);
     if (!loaded) {
       report(loaded.error());
       status_.send_modify([&](config_status& status) {
@@ -202,8 +207,7 @@ class config_handle {
 /// cannot be watched with the requested watch mode.
 template <class T>
 expected<config_handle<T>, config_error> spawn_config(runtime& rt, config_options<T> options) {
-  config_load_options load_options{options.overrides, options.max_bytes};
-  auto first = load_config<T>(options.file, load_options, options.validate);
+  auto first = detail::load_configured(options);
   config_status status{options.file, std::nullopt, 0, 0};
   std::optional<T> initial;
   if (first) {

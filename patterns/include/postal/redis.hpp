@@ -163,8 +163,13 @@ inline void complete(any_responder& reply, resp::value&& value) {
       },
       reply);
 }
+// Answers a command with an error: through its own responder, or through whichever one `reply` holds.
+template <class T>
+void fail(responder<result<T>>& reply, const error& why) {
+  (void)reply.send(unexpected{why});
+}
 inline void fail(any_responder& reply, const error& why) {
-  std::visit([&](auto& r) { (void)r.send(unexpected{why}); }, reply);
+  std::visit([&](auto& r) { fail(r, why); }, reply);
 }
 
 // One connection: the stream, written by the manager and read by its reader task, and the queue of the
@@ -247,7 +252,7 @@ class connection_manager : public actor<message> {
     if (!connected()) {
       if (std::chrono::steady_clock::now() >= next_attempt_) co_await connect();
       if (!connected()) {
-        fail_now(command.resp, error{error::kind_type::not_connected, last_failure_});
+        fail(command.resp, error{error::kind_type::not_connected, last_failure_});
         co_return;
       }
     }
@@ -282,11 +287,6 @@ class connection_manager : public actor<message> {
   static constexpr std::size_t flush_threshold = 64 * 1024;
 
   bool connected() const noexcept { return link_ && link_->open.load(std::memory_order_acquire); }
-
-  template <class R>
-  static void fail_now(R& reply, const error& why) {
-    (void)reply.send(unexpected{why});
-  }
 
   void encode(const get& c) { resp::append_command(out_, {"GET", c.key}); }
   void encode(const set& c) {
