@@ -7,18 +7,11 @@
 #include <postal/redis.hpp>
 #include <postal/runtime.hpp>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -27,6 +20,7 @@
 #include <vector>
 
 #include "bench.hpp"
+#include "support/processes.hpp"  // the redis-server the tests start, for a run without REDIS_PORT
 
 namespace {
 
@@ -181,60 +175,6 @@ const bench::scenario reload("config_reload", [] { return config_reload(); });
 constexpr int manager_clients = 50;
 constexpr int manager_rounds = 10'000;  // per client: SET then GET, 1 M operations in all
 
-extern "C" char** environ;
-
-// A redis-server of the benchmark's own, when none is given.
-class own_redis_server {
- public:
-  own_redis_server() {
-    port_ = free_port();
-    const std::string port = std::to_string(port_);
-    std::vector<std::string> args{"redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--daemonize", "no", "--logfile", "/dev/null"};
-    std::vector<char*> argv;
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    bench::check(::posix_spawnp(&pid_, "redis-server", nullptr, nullptr, argv.data(), environ) == 0,
-                 "conn_manager: cannot start redis-server");
-    // Ready once it accepts a connection (bounded: 10 s).
-    for (int attempt = 0; attempt < 10'000 && !accepts(); ++attempt)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    bench::check(accepts(), "conn_manager: redis-server did not start");
-  }
-  ~own_redis_server() {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  std::uint16_t port() const { return port_; }
-
- private:
-  static sockaddr_in loopback(std::uint16_t port) {
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    address.sin_port = htons(port);
-    return address;
-  }
-  static std::uint16_t free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address = loopback(0);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-    socklen_t length = sizeof address;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-    ::close(fd);
-    return ntohs(address.sin_port);
-  }
-  bool accepts() const {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address = loopback(port_);
-    const bool connected = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-    ::close(fd);
-    return connected;
-  }
-  pid_t pid_ = -1;
-  std::uint16_t port_ = 0;
-};
-
 postal::task<std::uint64_t> manager_client(postal::redis::connection manager, int client) {
   std::uint64_t done = 0;
   const std::string key = "bench:" + std::to_string(client);
@@ -253,7 +193,7 @@ postal::task<std::uint64_t> manager_client(postal::redis::connection manager, in
 
 bench::outcome conn_manager(std::chrono::microseconds busy_poll) {
   postal::net::set_busy_poll(busy_poll);
-  std::optional<own_redis_server> own;
+  std::optional<test_support::redis_server> own;
   std::uint16_t port = 0;
   if (const char* given = std::getenv("REDIS_PORT")) {
     port = static_cast<std::uint16_t>(std::strtoul(given, nullptr, 10));
