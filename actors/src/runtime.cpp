@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -54,6 +55,7 @@ class timer_actor final : public caf::event_based_actor {
 };
 
 class task_job;
+class spawn_drainer;
 
 // A FIFO of jobs woken on this worker, each holding one reference. Emptied by the job that is running.
 // The command pattern's ping-pong keeps at most one job here at a time: that one sits in `first_`, which
@@ -110,6 +112,10 @@ class runtime_impl {
   void start(runtime* self) {
     handle = self;
     system = std::make_unique<caf::actor_system>(config);
+    for (std::size_t i = 0; i < system->scheduler().num_workers(); ++i) {
+      drainers.push_back(std::make_unique<spawn_drainer>(this));
+      idle_drainers.push_back(drainers.back().get());
+    }
     timers = system->spawn<timer_actor>();
   }
 
@@ -130,6 +136,8 @@ class runtime_impl {
   // picks a sleeping one, which costs a thread wake-up: a blocking ask from main went from ~5 us to
   // ~100 us that way). Otherwise CAF's round robin spreads the work.
   void enqueue_with_reference(task_job* job, caf::execution_unit* preferred = nullptr);
+  // Hands `job` to `preferred` if that is a worker of this runtime with nothing queued.
+  bool try_idle_worker(caf::resumable* job, caf::execution_unit* preferred);
   // A job that CAF resumed is done with its turn.
   void hop_done() noexcept {
     if (active.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
@@ -138,12 +146,25 @@ class runtime_impl {
       idle.notify_all();
     }
   }
+  // Queues a scheduled task (holding one reference) to run on some worker; see spawned.
+  void inject(task_job* job);
+  // Takes up to `limit` queued tasks into `out`; none means the drainer `self` is idle now.
+  std::size_t take_spawned(task_job** out, std::size_t limit, spawn_drainer* self);
   void add_task(task_job* job);
   void task_ended(task_job* job) noexcept;
   void shutdown();
 
   runtime* handle = nullptr;
   const std::size_t budget;
+  // The injection queue: new tasks, and tasks woken from outside a worker, wait here rather than in CAF's
+  // queues. CAF's work stealing takes a queue's tail in time linear in the queue's length, so a burst (a
+  // million actors spawned by main, or all their refs dropped at once) queued there made every steal
+  // scan it: spawning and stopping became quadratic. A few drainer jobs, at most one per worker,
+  // circulate in CAF's queues instead and run the queued tasks in batches. Guarded by spawn_mutex.
+  std::mutex spawn_mutex;
+  std::deque<task_job*> spawned;
+  std::vector<spawn_drainer*> idle_drainers;  // not in CAF's queues; the rest are
+  std::vector<std::unique_ptr<spawn_drainer>> drainers;
   std::atomic<std::size_t> active{0};  // jobs queued in CAF or being resumed by a worker
   std::atomic<std::size_t> live{0};    // spawned tasks not yet finished or cancelled
   std::atomic<bool> shutdown_waiting{false};
@@ -186,6 +207,16 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
     caf::execution_unit* outer_unit = std::exchange(context.unit, unit);
     const bool outer_flag = std::exchange(postal::detail::on_executor_thread, true);
     run_turn(context, /*donate_reference=*/false);
+    run_woken(context, owner, unit);
+    context.owner = outer_owner;
+    context.unit = outer_unit;
+    postal::detail::on_executor_thread = outer_flag;
+    owner->hop_done();
+    return done;  // CAF drops its reference; wakers and run lists hold their own
+  }
+
+  // Runs the tasks woken on this worker (see resume), up to the runtime's inline budget.
+  static void run_woken(worker_context& context, runtime_impl* owner, caf::execution_unit* unit) {
     std::size_t budget = owner->budget;
     while (task_job* next = context.woken.pop_front()) {
       if (budget == 0) {  // hand it to CAF with the run list's reference
@@ -196,12 +227,10 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
       --budget;
       next->run_turn(context, /*donate_reference=*/true);
     }
-    context.owner = outer_owner;
-    context.unit = outer_unit;
-    postal::detail::on_executor_thread = outer_flag;
-    owner->hop_done();
-    return done;  // CAF drops its reference; wakers and run lists hold their own
   }
+
+  // A turn run by a drainer, with the reference that the injection queue held.
+  void run_queued_turn(worker_context& context) { run_turn(context, /*donate_reference=*/true); }
 
   // -- suspend_hooks ---------------------------------------------------------------------------------------
   waker waker_for(std::coroutine_handle<> handle) noexcept override {
@@ -244,11 +273,11 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
     release();
   }
 
-  // Marks a new task scheduled and hands it to CAF (spawned tasks always go through CAF's queue).
+  // Marks a new task scheduled and queues it for a worker (see runtime_impl::spawned).
   void start() {
     state_.store(scheduled, std::memory_order_relaxed);
     add_ref();
-    owner_->enqueue_with_reference(this);
+    owner_->inject(this);
   }
 
   // Cancels the task if it is suspended with nobody running or scheduling it. The caller then destroys it.
@@ -327,18 +356,95 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
   caf::execution_unit* last_worker_ = nullptr;
 };
 
+// Empties the injection queue: a job in CAF's queues that runs a batch of queued tasks per turn, then goes
+// to the back of its worker's queue while more wait, so they interleave with the tasks running there and
+// spread over the workers.
+// Owned by the runtime; CAF's references to it are not counted.
+class spawn_drainer final : public caf::resumable {
+ public:
+  explicit spawn_drainer(runtime_impl* owner) noexcept : owner_(owner) {}
+
+  subtype_t subtype() const override { return function_object; }
+  void intrusive_ptr_add_ref_impl() override {}
+  void intrusive_ptr_release_impl() override {}
+
+  resume_result resume(caf::execution_unit* unit, std::size_t) override {
+    constexpr std::size_t batch = 32;
+    runtime_impl* owner = owner_;
+    task_job* jobs[batch];
+    last_worker_ = unit;  // before take_spawned may publish this drainer as idle
+    const std::size_t count = owner->take_spawned(jobs, batch, this);
+    if (count == 0) return done;  // counted idle: the next injection queues this drainer again
+    worker_context& context = this_worker;
+    runtime_impl* outer_owner = std::exchange(context.owner, owner);
+    caf::execution_unit* outer_unit = std::exchange(context.unit, unit);
+    const bool outer_flag = std::exchange(postal::detail::on_executor_thread, true);
+    for (std::size_t i = 0; i < count; ++i) {
+      jobs[i]->run_queued_turn(context);
+      task_job::run_woken(context, owner, unit);
+      owner->hop_done();
+    }
+    context.owner = outer_owner;
+    context.unit = outer_unit;
+    postal::detail::on_executor_thread = outer_flag;
+    return resume_later;  // the next turn finds the queue empty and goes idle, or starts the next batch
+  }
+
+  // The worker that ran this drainer last (written by the drainer, read under spawn_mutex once it is idle).
+  caf::execution_unit* last_worker_ = nullptr;
+
+ private:
+  runtime_impl* owner_;
+};
+
 }  // namespace
 
-void runtime_impl::enqueue_with_reference(task_job* job, caf::execution_unit* preferred) {
-  active.fetch_add(1, std::memory_order_relaxed);
+void runtime_impl::inject(task_job* job) {
+  active.fetch_add(1, std::memory_order_relaxed);  // done when a drainer has run its first turn
+  spawn_drainer* wake = nullptr;
+  {
+    std::lock_guard lock(spawn_mutex);
+    spawned.push_back(job);
+    // A drainer for the first queued task, and one more for each task found still waiting, up to one per
+    // worker: a single spawn costs one hop, a burst gets every worker.
+    if (!idle_drainers.empty() && (spawned.size() > 1 || idle_drainers.size() == drainers.size())) {
+      wake = idle_drainers.back();
+      idle_drainers.pop_back();
+    }
+  }
+  // To the worker that ran it last if that one has nothing queued (it is most likely still awake: a
+  // burst of spawns then wakes no sleeping thread per task), else to CAF's round robin.
+  if (wake != nullptr && !try_idle_worker(wake, wake->last_worker_)) system->scheduler().enqueue(wake);
+}
+
+bool runtime_impl::try_idle_worker(caf::resumable* job, caf::execution_unit* preferred) {
   using worker = caf::scheduler::worker<caf::policy::work_stealing>;
-  // Only to an idle-looking worker: CAF's work stealing takes a job from a queue's tail in time linear in
-  // the queue's length, so piling a burst of wakes onto one queue would make stealing them quadratic.
   auto* target = dynamic_cast<worker*>(preferred);
-  if (target != nullptr && target->data().queue.empty())
-    target->external_enqueue(job);
-  else
-    system->scheduler().enqueue(job);
+  if (target == nullptr || !target->data().queue.empty()) return false;
+  target->external_enqueue(job);
+  return true;
+}
+
+std::size_t runtime_impl::take_spawned(task_job** out, std::size_t limit, spawn_drainer* self) {
+  std::lock_guard lock(spawn_mutex);
+  std::size_t count = 0;
+  while (count < limit && !spawned.empty()) {
+    out[count++] = spawned.front();
+    spawned.pop_front();
+  }
+  if (count == 0) idle_drainers.push_back(self);
+  return count;
+}
+
+void runtime_impl::enqueue_with_reference(task_job* job, caf::execution_unit* preferred) {
+  // Straight to the preferred worker only if it looks idle; otherwise through the injection queue, never
+  // CAF's round robin: a burst of wakes from outside (a million actors' refs dropped by main) piled onto
+  // CAF's queues would make every steal scan them (see spawned).
+  active.fetch_add(1, std::memory_order_relaxed);
+  if (!try_idle_worker(job, preferred)) {
+    active.fetch_sub(1, std::memory_order_relaxed);  // inject counts it again
+    inject(job);
+  }
 }
 
 void runtime_impl::add_task(task_job* job) {
