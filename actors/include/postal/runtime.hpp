@@ -26,8 +26,11 @@ class runtime_impl;
 
 /// The runtime: CAF's actor system plus the bookkeeping of postal's tasks.
 ///
-/// Scheduling: a spawned task, or one woken from a thread that is not running this runtime's tasks, is
-/// handed to CAF's scheduler, so work spreads over the workers. A task woken by another task running on a
+/// Scheduling: a spawned task, or one woken from a thread that is not running this runtime's tasks, goes
+/// to the runtime's injection queue, which one job per worker circulating in CAF's scheduler empties in
+/// batches, so work spreads over the workers and a burst (a million spawns) never piles up in CAF's own
+/// queues, whose work stealing slows down with their length. A woken task whose last worker looks idle
+/// goes straight to that worker instead (a blocking ask from main costs a wake-up, not a queue). A task woken by another task running on a
 /// worker runs next on that same worker, without a trip through CAF's queues (the command pattern's request
 /// and reply cost a function call, not a queue hop), up to inline_budget tasks in a row. A task never runs on
 /// two threads at once, however its wakes race.

@@ -260,7 +260,7 @@ class bounded_core {
   }
 
   bool receiver_closed() const noexcept { return producer_.load(std::memory_order_acquire) & closed_bit; }
-  std::mutex& waiters_lock() noexcept { return lock_; }
+  small_mutex& waiters_lock() noexcept { return lock_; }
   waiter_list& closed_waiters() noexcept { return closed_waiters_; }
 
   // Free slots now: capacity minus buffered values minus outstanding permits.
@@ -499,8 +499,13 @@ class bounded_core {
   // Null until the first claim (see install_ring()); then fixed until the destructor frees it.
   std::atomic<slot<T>*> ring_{nullptr};
 
-  // Producer side: touched by every send.
+  // Producer side: the claim word, touched by every send, and the senders that wait (for room, or for the
+  // receiver to close), under lock_. These are written only when the channel is full, when the senders
+  // contend for this line anyway; giving them a line of their own made every channel 128 bytes larger.
   alignas(64) std::atomic<std::uint64_t> producer_{0};
+  small_mutex lock_;
+  waiter_list send_waiters_;
+  waiter_list closed_waiters_;
 
   // Consumer side: touched by every receive.
   alignas(64) std::atomic<std::uint64_t> consumer_{0};
@@ -508,11 +513,9 @@ class bounded_core {
   waker receiver_waker_;
   std::atomic<bool> receiver_waker_taken_{true};
   std::atomic<bool> receiver_gone_{false};
-
-  // Waiting senders, under lock_.
-  alignas(64) std::mutex lock_;
-  waiter_list send_waiters_;
-  waiter_list closed_waiters_;
 };
+
+// Three cache lines: read-mostly (counts, geometry, the ring), producer, consumer. Every actor has one.
+static_assert(sizeof(bounded_core<int>) == 192);
 
 }  // namespace postal::mpsc::detail
