@@ -21,6 +21,7 @@
 #include <postal/time.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -713,16 +714,28 @@ struct actor_runner {
   using Message = typename A::message_type;
 
   actor_runner(mpsc::receiver<envelope<Message>> mailbox, actor_identity<Message> identity,
-               control_ref supervisor, actor_options options)
+               control_ref supervisor, const actor_options& options)
       : mailbox(std::move(mailbox)),
         identity(std::move(identity)),
         supervisor(std::move(supervisor)),
-        options(options) {}
+        period(options.on_failure.period),
+        max_restarts(clamp32(options.on_failure.max_restarts)),
+        batch(clamp32(options.batch)),
+        policy(options.on_failure.policy) {}
+
+  static std::uint32_t clamp32(std::size_t n) noexcept {
+    return static_cast<std::uint32_t>(std::min<std::size_t>(n, std::numeric_limits<std::uint32_t>::max()));
+  }
 
   mpsc::receiver<envelope<Message>> mailbox;
   actor_identity<Message> identity;
   control_ref supervisor;  // the parent's, when spawned as a child
-  actor_options options;
+  // What the runner needs of actor_options, packed (every byte here is in every actor's frame); counts
+  // past 2^32 - 1 mean "no limit" either way.
+  std::chrono::steady_clock::duration period;  // of the restart intensity
+  std::uint32_t max_restarts;
+  std::uint32_t batch;
+  supervision::policy_type policy;
 
   template <class M>
   static auto call_handler(A& instance, M& message) {
@@ -758,6 +771,13 @@ struct actor_runner {
           }
         },
         item);
+  }
+
+  // The next queued message, if any. A plain function, so its temporaries stay out of the frame.
+  std::optional<envelope<Message>> try_next() {
+    auto ready = mailbox.try_recv();
+    if (!ready) return std::nullopt;
+    return std::optional<envelope<Message>>(std::move(*ready));
   }
 
   // Closes the mailbox; with drop, destroys what is queued (their askers get no_reply).
@@ -813,7 +833,7 @@ struct actor_runner {
   // function, for the same reason as apply_requests.
   bool recover(std::exception_ptr failure, stop_reason& reason) {
     const std::string what = describe(failure);
-    const supervision& policy = options.on_failure;
+    const supervision policy{this->policy, max_restarts, period};
     if (policy.policy == supervision::policy_type::restart) {
       const auto now = std::chrono::steady_clock::now();
       if (!restarts) restarts = std::make_unique<std::vector<std::chrono::steady_clock::time_point>>();
@@ -866,7 +886,7 @@ struct actor_runner {
     std::optional<task<void>> pending;
     bool needs_start = true;
     bool closed = false;
-    std::size_t in_a_row = 0;
+    std::uint32_t in_a_row = 0;
 
     for (;;) {
       std::exception_ptr failure;
@@ -884,10 +904,9 @@ struct actor_runner {
         }
         for (;;) {
           me.apply_requests(*instance, closed, reason);
-          std::optional<envelope<Message>> next;
-          if (auto ready = me.mailbox.try_recv()) {
-            next.emplace(std::move(*ready));
-            if (++in_a_row >= me.options.batch) {
+          std::optional<envelope<Message>> next = me.try_next();
+          if (next) {
+            if (++in_a_row >= me.batch) {
               in_a_row = 0;
               co_await yield_now();
             }
@@ -898,7 +917,7 @@ struct actor_runner {
                 co_await std::move(*pending);
                 pending.reset();
               }
-              if (auto arrived = me.mailbox.try_recv()) next.emplace(std::move(*arrived));
+              next = me.try_next();
             }
             if (!next) next = co_await me.mailbox.recv();
           }
