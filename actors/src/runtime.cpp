@@ -148,7 +148,8 @@ class runtime_impl {
   }
   // Queues a scheduled task (holding one reference) to run on some worker; see spawned.
   void inject(task_job* job);
-  // Takes up to `limit` queued tasks into `out`; none means the drainer `self` is idle now.
+  // Takes up to `limit` queued tasks into `out`. If there are none and `self` is given, that drainer is
+  // idle from now on.
   std::size_t take_spawned(task_job** out, std::size_t limit, spawn_drainer* self);
   void add_task(task_job* job);
   void task_ended(task_job* job) noexcept;
@@ -373,8 +374,20 @@ class spawn_drainer final : public caf::resumable {
     runtime_impl* owner = owner_;
     task_job* jobs[batch];
     last_worker_ = unit;  // before take_spawned may publish this drainer as idle
-    const std::size_t count = owner->take_spawned(jobs, batch, this);
-    if (count == 0) return done;  // counted idle: the next injection queues this drainer again
+    // Found empty, it stays in CAF's queue for a few more turns before it goes idle: in a burst (main
+    // spawning a million actors) the next task is then most likely queued by that time, and no thread is
+    // put to sleep and woken again for it.
+    const bool may_idle = empty_turns_ >= empty_turns_before_idle;
+    const std::size_t count = owner->take_spawned(jobs, batch, may_idle ? this : nullptr);
+    if (count == 0) {
+      if (may_idle) {
+        empty_turns_ = 0;
+        return done;  // counted idle: the next injection queues this drainer again
+      }
+      ++empty_turns_;
+      return resume_later;
+    }
+    empty_turns_ = 0;
     worker_context& context = this_worker;
     runtime_impl* outer_owner = std::exchange(context.owner, owner);
     caf::execution_unit* outer_unit = std::exchange(context.unit, unit);
@@ -394,7 +407,9 @@ class spawn_drainer final : public caf::resumable {
   caf::execution_unit* last_worker_ = nullptr;
 
  private:
+  static constexpr std::uint32_t empty_turns_before_idle = 128;
   runtime_impl* owner_;
+  std::uint32_t empty_turns_ = 0;  // turns in a row that found the queue empty
 };
 
 }  // namespace
@@ -432,7 +447,7 @@ std::size_t runtime_impl::take_spawned(task_job** out, std::size_t limit, spawn_
     out[count++] = spawned.front();
     spawned.pop_front();
   }
-  if (count == 0) idle_drainers.push_back(self);
+  if (count == 0 && self != nullptr) idle_drainers.push_back(self);
   return count;
 }
 
