@@ -501,7 +501,7 @@ class sender {
  private:
   template <class U>
   friend std::pair<sender<U>, receiver<U>> channel(std::size_t capacity);
-  friend class weak_sender<T>;
+  friend class detail::weak_handle<detail::bounded_core<T>, sender<T>>;
   struct adopt_t {};
   // Takes over a strong count and a reference already added for it.
   sender(detail::bounded_core<T>* core, adopt_t) noexcept : core_(core) {}
@@ -519,45 +519,11 @@ class sender {
 /// A sender that does not keep the channel open (Tokio's WeakSender). Copyable. upgrade() gives a sender
 /// while at least one sender or unused permit exists, and an empty optional once all are gone.
 template <class T>
-class weak_sender {
- public:
-  weak_sender(const weak_sender& other) noexcept : core_(other.core_) { add(); }
-  weak_sender(weak_sender&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
-  weak_sender& operator=(weak_sender other) noexcept {
-    std::swap(core_, other.core_);
-    return *this;
-  }
-  ~weak_sender() {
-    if (core_ != nullptr) {
-      core_->counts.weak_senders.fetch_sub(1, std::memory_order_acq_rel);
-      core_->release_reference();
-    }
-  }
-
-  /// A new sender, if any sender still exists.
-  std::optional<sender<T>> upgrade() const noexcept {
-    if (core_ == nullptr || !detail::try_add_strong_sender(core_->counts)) return std::nullopt;
-    core_->counts.references.fetch_add(1, std::memory_order_relaxed);
-    return sender<T>(core_, typename sender<T>::adopt_t{});
-  }
-  std::size_t strong_count() const noexcept {
-    return core_->counts.strong_senders.load(std::memory_order_acquire);
-  }
-  std::size_t weak_count() const noexcept {
-    return core_->counts.weak_senders.load(std::memory_order_acquire);
-  }
-
+class weak_sender : public detail::weak_handle<detail::bounded_core<T>, sender<T>> {
  private:
   friend class sender<T>;
-  explicit weak_sender(detail::bounded_core<T>* core) noexcept : core_(core) { add(); }
-  void add() noexcept {
-    if (core_ != nullptr) {
-      core_->counts.weak_senders.fetch_add(1, std::memory_order_relaxed);
-      core_->counts.references.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-
-  detail::bounded_core<T>* core_ = nullptr;
+  explicit weak_sender(detail::bounded_core<T>* core) noexcept
+      : detail::weak_handle<detail::bounded_core<T>, sender<T>>(core) {}
 };
 
 /// The receiving half of a bounded channel. Move-only. Values from one sender arrive in the order it sent

@@ -85,7 +85,7 @@ class unbounded_sender {
  private:
   template <class U>
   friend std::pair<unbounded_sender<U>, unbounded_receiver<U>> unbounded_channel();
-  friend class weak_unbounded_sender<T>;
+  friend class detail::weak_handle<detail::unbounded_core<T>, unbounded_sender<T>>;
   struct adopt_t {};
   unbounded_sender(detail::unbounded_core<T>* core, adopt_t) noexcept : core_(core) {}
   void reset() noexcept {
@@ -102,46 +102,11 @@ class unbounded_sender {
 /// A sender that does not keep the unbounded channel open (Tokio's WeakUnboundedSender). Copyable.
 /// upgrade() gives a sender while at least one sender exists, an empty optional once every sender is gone.
 template <class T>
-class weak_unbounded_sender {
- public:
-  weak_unbounded_sender(const weak_unbounded_sender& other) noexcept : core_(other.core_) { add(); }
-  weak_unbounded_sender(weak_unbounded_sender&& other) noexcept
-      : core_(std::exchange(other.core_, nullptr)) {}
-  weak_unbounded_sender& operator=(weak_unbounded_sender other) noexcept {
-    std::swap(core_, other.core_);
-    return *this;
-  }
-  ~weak_unbounded_sender() {
-    if (core_ != nullptr) {
-      core_->counts.weak_senders.fetch_sub(1, std::memory_order_acq_rel);
-      core_->release_reference();
-    }
-  }
-
-  /// A new sender, if any sender still exists.
-  std::optional<unbounded_sender<T>> upgrade() const noexcept {
-    if (core_ == nullptr || !detail::try_add_strong_sender(core_->counts)) return std::nullopt;
-    core_->counts.references.fetch_add(1, std::memory_order_relaxed);
-    return unbounded_sender<T>(core_, typename unbounded_sender<T>::adopt_t{});
-  }
-  std::size_t strong_count() const noexcept {
-    return core_->counts.strong_senders.load(std::memory_order_acquire);
-  }
-  std::size_t weak_count() const noexcept {
-    return core_->counts.weak_senders.load(std::memory_order_acquire);
-  }
-
+class weak_unbounded_sender : public detail::weak_handle<detail::unbounded_core<T>, unbounded_sender<T>> {
  private:
   friend class unbounded_sender<T>;
-  explicit weak_unbounded_sender(detail::unbounded_core<T>* core) noexcept : core_(core) { add(); }
-  void add() noexcept {
-    if (core_ != nullptr) {
-      core_->counts.weak_senders.fetch_add(1, std::memory_order_relaxed);
-      core_->counts.references.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-
-  detail::unbounded_core<T>* core_ = nullptr;
+  explicit weak_unbounded_sender(detail::unbounded_core<T>* core) noexcept
+      : detail::weak_handle<detail::unbounded_core<T>, unbounded_sender<T>>(core) {}
 };
 
 /// The receiving half of an unbounded channel. Move-only. Values from one sender arrive in the order it sent

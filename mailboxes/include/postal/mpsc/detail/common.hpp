@@ -190,6 +190,52 @@ inline bool try_add_strong_sender(handle_counts& counts) noexcept {
   return true;
 }
 
+// A weak sender over either channel's core (weak_sender, weak_unbounded_sender): counted as weak, it keeps
+// the core alive but not the channel open. Sender must befriend this class for its adopting constructor,
+// `Sender(Core*, typename Sender::adopt_t)`, which takes over a strong count and a reference.
+template <class Core, class Sender>
+class weak_handle {
+ public:
+  weak_handle(const weak_handle& other) noexcept : core_(other.core_) { add(); }
+  weak_handle(weak_handle&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
+  weak_handle& operator=(weak_handle other) noexcept {
+    std::swap(core_, other.core_);
+    return *this;
+  }
+  ~weak_handle() {
+    if (core_ != nullptr) {
+      core_->counts.weak_senders.fetch_sub(1, std::memory_order_acq_rel);
+      core_->release_reference();
+    }
+  }
+
+  /// A new sender, if any sender still exists.
+  std::optional<Sender> upgrade() const noexcept {
+    if (core_ == nullptr || !try_add_strong_sender(core_->counts)) return std::nullopt;
+    core_->counts.references.fetch_add(1, std::memory_order_relaxed);
+    return Sender(core_, typename Sender::adopt_t{});
+  }
+  std::size_t strong_count() const noexcept {
+    return core_->counts.strong_senders.load(std::memory_order_acquire);
+  }
+  std::size_t weak_count() const noexcept {
+    return core_->counts.weak_senders.load(std::memory_order_acquire);
+  }
+
+ protected:
+  explicit weak_handle(Core* core) noexcept : core_(core) { add(); }
+
+ private:
+  void add() noexcept {
+    if (core_ != nullptr) {
+      core_->counts.weak_senders.fetch_add(1, std::memory_order_relaxed);
+      core_->counts.references.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  Core* core_ = nullptr;
+};
+
 // A receive wait (recv, recv_many), written once over a channel core and an operation.
 //
 // Core: `bool park(waker)` publishes the receiver's waker unless a value is on its way or the channel is
