@@ -807,6 +807,9 @@ namespace postal::net {
 void set_busy_poll(std::chrono::microseconds window) noexcept {
   detail::busy_poll_us.store(std::max<std::int64_t>(0, window.count()), std::memory_order_relaxed);
 }
+std::chrono::microseconds busy_poll() noexcept {
+  return std::chrono::microseconds(detail::busy_poll_us.load(std::memory_order_relaxed));
+}
 
 task<expected<tcp_stream, std::error_code>> tcp_stream::connect(std::string host, std::uint16_t port,
                                                                 std::chrono::milliseconds timeout) {

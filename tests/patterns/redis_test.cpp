@@ -130,7 +130,7 @@ TEST_CASE("pipelining and reply polling settings: every reply matches its comman
     std::size_t write_batch;
   };
   for (const setting& each : {setting{std::chrono::microseconds(0), 0},     // no polling, a write per drain
-                              setting{std::chrono::microseconds(0), 1},     // every command its own write
+                              setting{std::chrono::microseconds(50), 1},    // every command its own write
                               setting{std::chrono::microseconds(1), 16},    // the poll always runs out
                               setting{std::chrono::microseconds(50), 16},   // the defaults
                               setting{std::chrono::milliseconds(20), 3}}) { // a long window, small writes
@@ -140,6 +140,11 @@ TEST_CASE("pipelining and reply polling settings: every reply matches its comman
     auto manager = redis::spawn_connection_manager(rt, options);
     CHECK(pipeline_from_tasks(rt, manager, 50, 100) == 50 * 100);
   }
+  postal::net::set_busy_poll(std::chrono::microseconds(200));  // the driver polls: the reader does not
+  CHECK(postal::net::busy_poll() == std::chrono::microseconds(200));
+  auto manager = redis::spawn_connection_manager(rt, options_for(server.port()));
+  CHECK(pipeline_from_tasks(rt, manager, 50, 100) == 50 * 100);
+  postal::net::set_busy_poll(std::chrono::microseconds(0));
 }
 
 // A fake server that answers each GET with "$3\r\nhit\r\n", the first only once the test releases it: by

@@ -217,6 +217,8 @@ int native_handle(const socket_state* socket) noexcept;
 /// while a busy server on few cores loses the CPU the polling takes (kv-server under redis-benchmark drops
 /// about 10%). Process-wide; also set by the environment variable POSTAL_NET_BUSY_POLL_US at start.
 void set_busy_poll(std::chrono::microseconds window) noexcept;
+/// The busy-poll window now in effect (0: off).
+std::chrono::microseconds busy_poll() noexcept;
 
 
 /// A TCP connection. Move-only; destroying it closes it.

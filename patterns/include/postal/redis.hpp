@@ -7,7 +7,7 @@
 //   auto value = redis.blocking_ask(postal::redis::get{"hello", {}});   // from main()
 //
 // It pipelines: the commands queued in its mailbox are written together (one write when the mailbox runs
-// empty, or every write_batch commands, or every 64 KiB), and a reader task matches the replies to them in
+// empty, every write_batch commands, or every 64 KiB), and a reader task matches the replies to them in
 // order; while replies are due, the reader polls the socket for a moment before it waits for the I/O
 // driver (reply_poll). Every command ends with a reply or an error, never a hang:
 //   - a Redis error reply is error::server with Redis's message;
@@ -118,21 +118,23 @@ struct connection_options {
   /// Commands written and not yet answered; beyond it the manager waits for replies before writing more.
   std::size_t max_in_flight = 4096;
   std::size_t mailbox_capacity = 1024;
-  /// Commands per write while more are queued: the manager writes every write_batch commands it encodes,
-  /// so the server starts on them while the manager handles the rest, and always when its mailbox runs
-  /// empty (after the tasks queued on its worker had a turn to add theirs). 0: only then (and every 64 KiB),
-  /// for the fewest writes. With 50 tasks each waiting for its reply, 16 let the server and the client work
-  /// at once and made the conn_manager benchmark ~1.3x faster than one write per burst.
-  std::size_t write_batch = 16;
   /// Reply polling: while commands are in flight, a read that finds nothing is retried for up to this long
   /// after the later of the last write and the first try, with postal::yield_here between tries (other
   /// tasks on the worker run in between), before the reader waits for the I/O driver. A server that answers
-  /// within the window costs no wake-up of the driver thread and of a sleeping worker (the conn_manager
-  /// benchmark: ~1.6x). The price is CPU: a worker with nothing else to do spins for up to reply_poll per
-  /// burst of replies (one recv per try), and a server slower than that gets it in full every time. It never
-  /// spins on an idle connection: with nothing in flight the reader retries only while other tasks on its
-  /// worker run (the callers just answered, who usually send again at once), and then waits. 0: no polling.
+  /// within the window costs no wake-up of the driver thread and of a sleeping worker. The price is CPU: a
+  /// worker with nothing else to do spins for up to reply_poll per burst of replies (one recv per try),
+  /// and a server slower than that gets it in full every time. It never spins on an idle connection: with
+  /// nothing in flight the reader retries only while other tasks on its worker run (the callers it just
+  /// answered, who usually send again at once), and then waits. 0, or the I/O driver busy polling
+  /// (net::set_busy_poll, which then sees replies at once), turns it off, and write_batch with it.
   std::chrono::microseconds reply_poll{50};
+  /// While the reader polls for replies: the manager writes every write_batch commands it encodes, so the
+  /// server starts on them while the manager handles the rest, besides the write when its mailbox runs
+  /// empty (after the tasks queued on its worker had a turn to add theirs) and every 64 KiB. Small writes
+  /// pay off only when their replies are read without a wake-up each, hence only with polling. 0: no
+  /// such writes. With 50 tasks each waiting for its reply, 16 made the conn_manager benchmark ~1.3x faster
+  /// than one write per burst (and reply polling ~1.5x before that).
+  std::size_t write_batch = 16;
 };
 
 namespace detail {
@@ -200,6 +202,12 @@ struct link {
   std::atomic<std::chrono::steady_clock::rep> last_write{0};
 };
 
+// Whether the reader polls for replies: reply_poll is set and the I/O driver does not busy-poll itself (then
+// it sees replies at once, and a polling reader would only take CPU from it).
+inline bool polls_replies(std::chrono::microseconds reply_poll) noexcept {
+  return reply_poll.count() > 0 && net::busy_poll().count() == 0;
+}
+
 // Reads replies and completes the commands in flight, in order, until the connection ends; then fails what
 // is left. A reply overdue by request_timeout ends the connection. It takes a command off the queue only
 // when it needs it, so the queue's capacity bounds the commands in flight.
@@ -228,7 +236,7 @@ inline task<void> read_replies(std::shared_ptr<link> connection, std::chrono::mi
   while (!ended) {
     take();
     expected<std::size_t, std::error_code> got = unexpected{would_block};
-    if (reply_poll.count() > 0 && (oldest || answered)) {
+    if (polls_replies(reply_poll) && (oldest || answered)) {
       const auto started = clock::now();
       bool others_ran = true;
       for (;;) {
@@ -328,7 +336,8 @@ class connection_manager : public actor<message> {
     }
     encode(command);
     ++unwritten_;
-    if (out_.size() >= flush_threshold || unwritten_ == options_.write_batch) co_await flush();
+    const bool batch_full = unwritten_ == options_.write_batch && polls_replies(options_.reply_poll);
+    if (out_.size() >= flush_threshold || batch_full) co_await flush();
   }
   task<void> on_idle() { co_await flush(); }
   void on_stop(const exit_reason&) {
