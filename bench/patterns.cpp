@@ -170,7 +170,8 @@ const bench::scenario reload("config_reload", [] { return config_reload(); });
 // --- conn_manager: 50 tasks do SET then GET through one connection manager to a real redis-server ---
 // The server is the one at 127.0.0.1:$REDIS_PORT, or, when that is unset, one started here on a free port
 // (no persistence) and stopped after. Operations per second count SETs and GETs. conn_manager runs with the
-// I/O driver busy polling for 200 us after each event; conn_manager_default without.
+// I/O driver busy polling for 200 us after each event (the manager then does not poll for replies itself);
+// conn_manager_default with postal's defaults (no busy polling; the manager's reply polling).
 
 constexpr int manager_clients = 50;
 constexpr int manager_rounds = 10'000;  // per client: SET then GET, 1 M operations in all

@@ -7,6 +7,9 @@
 // the socket's mutex only if the count is unchanged. The driver bumps the count and takes the waker under
 // the same mutex, so an event that arrives between the syscall and the registration is seen by one side or
 // the other: either the operation finds the count changed and tries again, or the driver finds the waker.
+// A stream polled with try_read_some has EPOLLIN taken out of its registration (so the driver is not woken
+// for every arrival while a task polls); a read that then has to wait puts it back under the same mutex
+// before it registers, and epoll reports data that is already there as a new event: the same two sides.
 //
 // Lifetimes. A socket_state is reference counted: one reference for its handle (tcp_stream/tcp_listener),
 // one while it is registered with epoll. Closing removes it from epoll, closes the fd, and hands the epoll
@@ -104,6 +107,10 @@ struct socket_state {
   std::uint16_t peer_port = 0;
   std::mutex mutex;                // guards both directions' waiting tasks
   std::uint64_t next_wait_id = 0;  // guarded by mutex
+  // EPOLLIN is in the epoll registration (changed under mutex). try_read_some takes it out when it finds
+  // nothing and nobody waits to read, so a task polling for data does not have the driver woken for every
+  // arrival; a read that waits puts it back before it registers (see readiness_wait).
+  std::atomic<bool> read_armed{true};
   direction_state read;
   direction_state write;
 
@@ -111,6 +118,9 @@ struct socket_state {
 };
 
 namespace {
+
+bool begin_io(socket_state* socket) noexcept;
+void end_io(socket_state* socket) noexcept;
 
 // -- the I/O driver --------------------------------------------------------------------------------------
 
@@ -138,6 +148,19 @@ class reactor {
       return last_error();
     }
     return {};
+  }
+
+  // Puts EPOLLIN (and EPOLLRDHUP) into a socket's registration, or takes them out. The caller holds the
+  // socket's mutex and a use of it (begin_io), so the fd is still the socket's. Arming reports data that is
+  // already there as a new event (epoll_ctl re-checks readiness), so nothing that arrived while the socket
+  // was disarmed is missed. False if epoll_ctl failed (the registration is unchanged).
+  bool set_read_interest(socket_state* socket, bool armed) noexcept {
+    epoll_event event{};
+    event.events = (armed ? EPOLLIN | EPOLLRDHUP : 0u) | EPOLLOUT | EPOLLET;
+    event.data.ptr = socket;
+    if (::epoll_ctl(epoll_, EPOLL_CTL_MOD, socket->fd, &event) != 0) return false;
+    socket->read_armed.store(armed, std::memory_order_relaxed);
+    return true;
   }
 
   // Removes a socket whose fd is about to be closed; its registration reference is dropped once the
@@ -469,6 +492,20 @@ class readiness_wait {
         outcome_ = wait_outcome::timed_out;
         return false;
       }
+      if (&direction_ == &socket.read && !socket.read_armed.load(std::memory_order_relaxed)) {
+        // Disarmed by try_read_some: arm again first. An arrival since the caller's attempt is then
+        // reported as an event, which the driver handles once this wait is registered (it needs the mutex).
+        if (!begin_io(&socket)) {
+          outcome_ = wait_outcome::closed;
+          return false;
+        }
+        const bool armed = reactor::instance().set_read_interest(&socket, true);
+        end_io(&socket);
+        if (!armed) {  // could not arm (out of kernel memory): the caller tries again instead of waiting
+          outcome_ = wait_outcome::ready;
+          return false;
+        }
+      }
       if (direction_.wait_id != 0)
         throw std::logic_error(
             "postal::net: two tasks wait to read (or accept), or to write, on one socket at once");
@@ -770,6 +807,9 @@ namespace postal::net {
 void set_busy_poll(std::chrono::microseconds window) noexcept {
   detail::busy_poll_us.store(std::max<std::int64_t>(0, window.count()), std::memory_order_relaxed);
 }
+std::chrono::microseconds busy_poll() noexcept {
+  return std::chrono::microseconds(detail::busy_poll_us.load(std::memory_order_relaxed));
+}
 
 task<expected<tcp_stream, std::error_code>> tcp_stream::connect(std::string host, std::uint16_t port,
                                                                 std::chrono::milliseconds timeout) {
@@ -806,6 +846,26 @@ task<expected<tcp_stream, std::error_code>> tcp_stream::connect(std::string host
   }
   read_ports(*socket);
   co_return std::move(stream);
+}
+
+expected<std::size_t, std::error_code> tcp_stream::try_read_some(std::span<char> buffer) {
+  if (buffer.empty()) throw std::invalid_argument("postal::net::tcp_stream::try_read_some: empty buffer");
+  std::uint64_t readiness = 0;
+  detail::io_outcome outcome;
+  if (!detail::attempt_read(socket_, buffer, readiness, outcome)) {
+    // The caller polls: until a read waits again, the driver need not be woken for what arrives.
+    if (socket_->read_armed.load(std::memory_order_relaxed)) {
+      std::lock_guard lock(socket_->mutex);
+      if (socket_->read.wait_id == 0 && socket_->read_armed.load(std::memory_order_relaxed) &&
+          detail::begin_io(socket_)) {
+        detail::reactor::instance().set_read_interest(socket_, false);
+        detail::end_io(socket_);
+      }
+    }
+    return unexpected{std::make_error_code(std::errc::operation_would_block)};
+  }
+  if (outcome.error) return unexpected{outcome.error};
+  return outcome.count;
 }
 
 void tcp_stream::shutdown_write() noexcept {

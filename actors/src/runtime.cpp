@@ -68,6 +68,7 @@ class run_list {
     else
       jobs_.push_back(job);
   }
+  bool empty() const noexcept { return first_ == nullptr && head_ == jobs_.size(); }
   task_job* pop_front() noexcept {
     if (first_ != nullptr) return std::exchange(first_, nullptr);
     if (head_ == jobs_.size()) {
@@ -130,14 +131,18 @@ class runtime_impl {
     timers = nullptr;
   }
 
-  // Hands a scheduled job to CAF's scheduler, with a reference that CAF drops after running it. A task
-  // woken from outside goes back to the worker that ran it last if that worker has nothing queued: its
-  // caches hold the task's data and it has most likely not gone to sleep yet (CAF's round robin often
-  // picks a sleeping one, which costs a thread wake-up: a blocking ask from main went from ~5 us to
-  // ~100 us that way). Otherwise CAF's round robin spreads the work.
+  // Hands a scheduled job, with a reference, to a worker. A task woken from outside goes back to the
+  // worker that ran it last if that worker has nothing queued: its caches hold the task's data and it has
+  // most likely not gone to sleep yet (CAF's round robin often picks a sleeping one, which costs a thread
+  // wake-up: a blocking ask from main went from ~5 us to ~100 us that way). Otherwise the injection queue
+  // (see spawned) spreads the work.
   void enqueue_with_reference(task_job* job, caf::execution_unit* preferred = nullptr);
   // Hands `job` to `preferred` if that is a worker of this runtime with nothing queued.
   bool try_idle_worker(caf::resumable* job, caf::execution_unit* preferred);
+  // For a job yielding in a poll loop on `unit`: whether that worker's CAF queue is empty, and a hand-over
+  // with reference to the back of that queue.
+  bool nothing_queued_on(caf::execution_unit* unit) const noexcept;
+  void append_here(task_job* job, caf::execution_unit* unit);
   // A job that CAF resumed is done with its turn.
   void hop_done() noexcept {
     if (active.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
@@ -179,6 +184,8 @@ class runtime_impl {
 };
 
 namespace {
+
+enum class yield_kind : std::uint8_t { none, anywhere, here };
 
 enum job_state : std::uint8_t {
   idle,       // suspended; a wake schedules it
@@ -243,11 +250,16 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
     owner_->wake_at(deadline, target);
     return true;
   }
-  void yield(std::coroutine_handle<> handle) noexcept override {
-    resume_point_ = handle;
-    yielding_ = true;
-    add_ref();
-    wake_with_reference();  // the task is running: this only marks it to run again
+  void yield(std::coroutine_handle<> handle) noexcept override { yield_as(handle, yield_kind::anywhere); }
+  bool yield_here(std::coroutine_handle<> handle) noexcept override {
+    // Only a task running on its runtime's worker has a run list to go behind.
+    if (this_worker.owner != owner_) {
+      yield(handle);
+      return true;
+    }
+    if (this_worker.woken.empty() && owner_->nothing_queued_on(this_worker.unit)) return false;
+    yield_as(handle, yield_kind::here);
+    return true;
   }
 
   // -- scheduling ------------------------------------------------------------------------------------------
@@ -336,13 +348,26 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
     } else {
       add_ref();
     }
-    if (std::exchange(yielding_, false)) {
-      // yield_now: to the back of CAF's queue, so every task already queued anywhere runs first.
+    const yield_kind yielded = std::exchange(yielding_, yield_kind::none);
+    if (yielded == yield_kind::anywhere) {
+      // yield_now: to the back of the injection queue, behind the tasks queued there.
       owner_->enqueue_with_reference(this, nullptr);
+    } else if (yielded == yield_kind::here && !owner_->nothing_queued_on(context.unit)) {
+      // A poll loop's yield with jobs waiting in this worker's CAF queue (tasks woken from other threads):
+      // behind them, on this worker. Never to another worker: waking a sleeping one costs more than the
+      // poll saves. With nothing queued there, it goes behind the tasks woken on this worker (below).
+      owner_->append_here(this, context.unit);
     } else {
       // Woken while it ran: it runs again behind the tasks already woken on this worker.
       context.woken.push_back(this);
     }
+  }
+
+  void yield_as(std::coroutine_handle<> handle, yield_kind kind) noexcept {
+    resume_point_ = handle;
+    yielding_ = kind;
+    add_ref();
+    wake_with_reference();  // the task is running: this only marks it to run again
   }
 
   runtime_impl* owner_;
@@ -350,7 +375,7 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
   std::coroutine_handle<> resume_point_;      // the innermost suspended coroutine of this task
   std::atomic<std::uint32_t> references_{1};  // the runtime's own, dropped when the task ends
   std::atomic<std::uint8_t> state_{idle};
-  bool yielding_ = false;  // set by the running task itself (yield_now)
+  yield_kind yielding_ = yield_kind::none;  // set by the running task itself (yield_now, yield_here)
   // A reference kept for the next waker_for (see run_turn); touched only by whoever owns the task's state.
   bool spare_reference_ = false;
   // The worker that ran this task last (read by a waker only after the state word handed the task over).
@@ -460,6 +485,21 @@ void runtime_impl::enqueue_with_reference(task_job* job, caf::execution_unit* pr
     active.fetch_sub(1, std::memory_order_relaxed);  // inject counts it again
     inject(job);
   }
+}
+
+bool runtime_impl::nothing_queued_on(caf::execution_unit* unit) const noexcept {
+  using worker = caf::scheduler::worker<caf::policy::work_stealing>;
+  auto* here = dynamic_cast<worker*>(unit);
+  return here == nullptr || here->data().queue.empty();
+}
+
+void runtime_impl::append_here(task_job* job, caf::execution_unit* unit) {
+  active.fetch_add(1, std::memory_order_relaxed);
+  using worker = caf::scheduler::worker<caf::policy::work_stealing>;
+  if (auto* here = dynamic_cast<worker*>(unit))
+    here->external_enqueue(job);
+  else
+    system->scheduler().enqueue(job);
 }
 
 void runtime_impl::add_task(task_job* job) {

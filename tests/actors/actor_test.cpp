@@ -120,6 +120,59 @@ TEST_CASE("on_idle runs when the mailbox is found empty, after the messages queu
   CHECK(second->front() == std::vector<int>{0, 1, 2, 3, 4});
 }
 
+// Without the turn for the queued tasks, the first batch would hold item 0 alone.
+TEST_CASE("messages that the tasks queued on the actor's worker send at once join on_idle's batch",
+          "[actor]") {
+  struct item {
+    int value = 0;
+  };
+  struct batches {
+    postal::responder<std::vector<std::vector<int>>> reply;
+  };
+  using message = std::variant<item, batches>;
+  class batcher : public postal::actor<message> {
+   public:
+    void handle(item& i) { pending_.push_back(i.value); }
+    void handle(batches& b) { (void)b.reply.send(seen_); }
+    void on_idle() {
+      if (!pending_.empty()) seen_.push_back(std::exchange(pending_, {}));
+    }
+
+   private:
+    std::vector<int> pending_;
+    std::vector<std::vector<int>> seen_;
+  };
+  runtime rt(runtime_options{.workers = 1});  // one worker: the run order below is fixed
+  auto ref = postal::spawn_actor<batcher>(rt, actor_options{});
+  rt.block_on([](postal::actor_ref<message> ref) -> task<void> {
+    std::vector<postal::oneshot::sender<bool>> gates;
+    std::vector<postal::join_handle<void>> senders;
+    for (int i = 1; i <= 4; ++i) {
+      auto [open, opened] = postal::oneshot::channel<bool>();
+      gates.push_back(std::move(open));
+      senders.push_back(postal::spawn(
+          [](postal::oneshot::receiver<bool> opened, postal::actor_ref<message> ref, int i) -> task<void> {
+            (void)co_await opened;
+            item next{i};
+            (void)co_await ref.tell(std::move(next));
+          }(std::move(opened), ref, i)));
+    }
+    co_await postal::yield_now();  // the senders start and wait at their gates
+    item first{0};
+    (void)co_await ref.tell(std::move(first));  // the actor is woken onto this worker's run list,
+    for (auto& gate : gates) (void)gate.send(true);  // and the senders behind it
+    for (auto& sender : senders) co_await sender;
+  }(ref));
+  std::vector<std::vector<int>> seen;
+  for (int attempt = 0; attempt < 1000 && seen.empty(); ++attempt) {  // until the actor has gone idle
+    auto answer = ref.blocking_ask(batches{});
+    REQUIRE(answer);
+    seen = std::move(*answer);
+  }
+  REQUIRE_FALSE(seen.empty());
+  CHECK(seen.front() == std::vector<int>{0, 1, 2, 3, 4});
+}
+
 }  // namespace
 
 TEST_CASE("an actor answers tell and ask from a task and from main", "[actor]") {

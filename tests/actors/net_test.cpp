@@ -291,6 +291,82 @@ TEST_CASE("read_some returns 0 once the peer shut down its writing side or close
   CHECK(rt.block_on(read_once(a)) == 0);
 }
 
+TEST_CASE("try_read_some never waits: data, would_block, 0 at the end; misuse is reported", "[net]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto [a, b] = rt.block_on(connect_pair());
+  char buffer[64];
+  auto none = b.try_read_some(buffer);
+  REQUIRE_FALSE(none);
+  CHECK(none.error() == std::errc::operation_would_block);
+
+  rt.block_on([](tcp_stream& a) -> task<void> { must(co_await a.write_all("ping"), "write"); }(a));
+  wait_until_readable(b, 4);
+  auto got = b.try_read_some(buffer);
+  REQUIRE(got);
+  CHECK(std::string(buffer, *got) == "ping");
+  CHECK(b.try_read_some(buffer).error() == std::errc::operation_would_block);
+
+  a.shutdown_write();
+  std::size_t end = 1;
+  for (int attempt = 0; attempt < 1'000'000 && end != 0; ++attempt) {  // until the FIN is in
+    auto last = b.try_read_some(buffer);
+    if (last) end = *last;
+    else REQUIRE(last.error() == std::errc::operation_would_block);
+  }
+  CHECK(end == 0);
+
+  tcp_stream moved = std::move(a);
+  CHECK(a.try_read_some(buffer).error() == std::errc::bad_file_descriptor);
+  CHECK_THROWS_AS(moved.try_read_some(std::span<char>()), std::invalid_argument);
+  b.close();
+  CHECK(b.try_read_some(buffer).error() == std::errc::operation_canceled);
+}
+
+// try_read_some takes EPOLLIN out of the socket's registration when it finds nothing; a read that then waits
+// must put it back, or data arriving afterwards would never wake it.
+TEST_CASE("a read that waits after try_read_some found nothing is woken by the next data", "[net]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto [a, b] = rt.block_on(connect_pair());
+  postal::test::manual_executor executor;
+  char buffer[64];
+  REQUIRE(b.try_read_some(buffer).error() == std::errc::operation_would_block);
+  auto read = [](tcp_stream& stream, clock_type::time_point deadline) -> postal::test::job<std::string> {
+    char buffer[64];
+    auto count = co_await stream.read_some(buffer, deadline);
+    co_return count ? std::string(buffer, *count) : count.error().message();
+  };
+  auto waiting = postal::test::spawn(executor, read(b, clock_type::now() + 10s));
+  REQUIRE_FALSE(waiting.done());  // registered with the driver
+  rt.block_on([](tcp_stream& a) -> task<void> { must(co_await a.write_all("late"), "write"); }(a));
+  while (executor.wakes() == 0) std::this_thread::yield();  // the driver wakes it (or, if lost, its deadline)
+  executor.run();
+  REQUIRE(waiting.done());
+  CHECK(waiting.result() == "late");
+
+  // Many rounds of poll-then-wait against an echoing peer, on the runtime: every reply arrives, none late.
+  auto echoing = rt.spawn(echo(std::move(a)));
+  auto rounds = rt.block_on([](tcp_stream& b) -> task<int> {
+    char buffer[64];
+    int good = 0;
+    for (int i = 0; i < 2000; ++i) {
+      const char byte = static_cast<char>('a' + i % 26);
+      must(co_await b.write_all(std::string_view(&byte, 1)), "write");
+      auto got = b.try_read_some(buffer);
+      if (!got && got.error() == std::errc::operation_would_block) {
+        if (i % 2 == 0) co_await postal::yield_here();  // a poll round first, or straight to waiting
+        got = b.try_read_some(buffer);
+        if (!got && got.error() == std::errc::operation_would_block)
+          got = co_await b.read_some(buffer, clock_type::now() + 10s);
+      }
+      if (got && *got == 1 && buffer[0] == byte) ++good;
+    }
+    b.shutdown_write();  // the echo task reads 0 and ends
+    co_return good;
+  }(b));
+  CHECK(rounds == 2000);
+  echoing.blocking_join();
+}
+
 TEST_CASE("connect fails with connection_refused when nobody listens, invalid_argument for a name", "[net]") {
   runtime rt(runtime_options{.workers = 2});
   std::uint16_t unused_port = 0;

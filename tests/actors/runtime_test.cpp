@@ -214,6 +214,29 @@ TEST_CASE("yield_now lets the other queued tasks run before continuing", "[runti
   CHECK(trace == "ababababab");
 }
 
+TEST_CASE("yield_here lets the tasks queued on this worker run first, and goes on at once when there are none",
+          "[runtime]") {
+  runtime rt(runtime_options{.workers = 1});
+  std::string trace;
+  rt.block_on([](std::string* trace) -> task<void> {
+    auto note = [trace](bool behind_others) { *trace += behind_others ? 'Y' : 'n'; };
+    note(co_await postal::yield_here());  // nothing else to run: no suspension
+    auto [tx, rx] = postal::oneshot::channel<int>();
+    auto waiter = postal::spawn([](postal::oneshot::receiver<int> rx, std::string* trace) -> task<void> {
+      *trace += 's';
+      (void)co_await rx;
+      *trace += 'w';
+    }(std::move(rx), trace));
+    co_await postal::yield_now();         // behind the new task in the injection queue: it starts and parks
+    (void)tx.send(1);                     // it is woken onto this worker's run list
+    note(co_await postal::yield_here());  // and runs before this task goes on
+    note(co_await postal::yield_here());  // nothing left
+    co_await waiter;
+  }(&trace));
+  CHECK(trace == "nswYn");
+  CHECK_FALSE(rt.block_on([]() -> task<bool> { co_return co_await postal::yield_here(); }()));
+}
+
 TEST_CASE("racing wake-ups from many threads never run a task on two threads at once", "[runtime][stress]") {
   constexpr int readers = 50;
   constexpr int writers = 4;

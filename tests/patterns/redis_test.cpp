@@ -1,15 +1,21 @@
 // Tests of the Redis connection manager against a real redis-server started by the test on 127.0.0.1 and a
 // free port: every command type, typed error replies, pipelining from many tasks, a pool, a server killed
 // and restarted mid-run (every request ends with a reply or an error; nothing is sent twice; the manager
-// reconnects), a server that never answers (request timeout), and backpressure when the manager is stuck.
+// reconnects), a server that never answers (request timeout), backpressure when the manager is stuck, and
+// the pipelining and reply polling settings (any of them answers everything; a reply after the poll window
+// still completes; the window never delays a timeout; an idle connection does not spin).
 #include <postal/net.hpp>
 #include <postal/redis.hpp>
 #include <postal/runtime.hpp>
 
+#include <sys/resource.h>
+
+#include <array>
 #include <catch2/catch.hpp>
 #include <atomic>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/processes.hpp"
@@ -92,6 +98,149 @@ TEST_CASE("the connection manager runs every command against a real redis-server
     for (char c : clients->text) lines += c == '\n';
     CHECK(lines >= 4);  // the pool's three connections and the first manager's
   }
+}
+
+// Fifty tasks doing SET then GET through one manager; how many of their GETs returned what they set.
+int pipeline_from_tasks(runtime& rt, redis::connection manager, int tasks, int rounds) {
+  std::vector<postal::join_handle<int>> clients;
+  for (int c = 0; c < tasks; ++c)
+    clients.push_back(rt.spawn([](redis::connection manager, int c, int rounds) -> task<int> {
+      int good = 0;
+      for (int i = 0; i < rounds; ++i) {
+        const std::string key = "p" + std::to_string(c) + ":" + std::to_string(i);
+        redis::set store{key, std::to_string(c * 100000 + i), {}};
+        if (!co_await redis::query(manager, std::move(store))) co_return good;
+        redis::get load{key, {}};
+        auto value = co_await redis::query(manager, std::move(load));
+        if (value && *value == std::optional<std::string>(std::to_string(c * 100000 + i))) ++good;
+      }
+      co_return good;
+    }(manager, c, rounds)));
+  int good = 0;
+  for (auto& client : clients) good += client.blocking_join();
+  return good;
+}
+
+TEST_CASE("pipelining and reply polling settings: every reply matches its command, whatever they are",
+          "[redis]") {
+  test_support::redis_server server;
+  runtime rt(runtime_options{.workers = 2});
+  struct setting {
+    std::chrono::microseconds reply_poll;
+    std::size_t write_batch;
+  };
+  for (const setting& each : {setting{std::chrono::microseconds(0), 0},     // no polling, a write per drain
+                              setting{std::chrono::microseconds(50), 1},    // every command its own write
+                              setting{std::chrono::microseconds(1), 16},    // the poll always runs out
+                              setting{std::chrono::microseconds(50), 16},   // the defaults
+                              setting{std::chrono::milliseconds(20), 3}}) { // a long window, small writes
+    auto options = options_for(server.port());
+    options.reply_poll = each.reply_poll;
+    options.write_batch = each.write_batch;
+    auto manager = redis::spawn_connection_manager(rt, options);
+    CHECK(pipeline_from_tasks(rt, manager, 50, 100) == 50 * 100);
+  }
+  postal::net::set_busy_poll(std::chrono::microseconds(200));  // the driver polls: the reader does not
+  CHECK(postal::net::busy_poll() == std::chrono::microseconds(200));
+  auto manager = redis::spawn_connection_manager(rt, options_for(server.port()));
+  CHECK(pipeline_from_tasks(rt, manager, 50, 100) == 50 * 100);
+  postal::net::set_busy_poll(std::chrono::microseconds(0));
+}
+
+// A fake server that answers each GET with "$3\r\nhit\r\n", the first only once the test releases it: by
+// then the reader's poll window (1 us) is long over, so the reply must come through the I/O driver.
+TEST_CASE("a reply that comes after the poll window ran out still completes its command", "[redis]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto listener = postal::net::tcp_listener::bind("127.0.0.1", 0);
+  REQUIRE(listener);
+  auto [received_tx, received] = postal::oneshot::channel<bool>();
+  auto [release, released] = postal::oneshot::channel<bool>();
+  auto fake = rt.spawn([](postal::net::tcp_listener& listener, postal::oneshot::sender<bool> received,
+                          postal::oneshot::receiver<bool> released) -> task<int> {
+    auto stream = co_await listener.accept();
+    if (!stream) co_return -1;
+    postal::resp::request_parser requests;
+    std::array<char, 4096> buffer;
+    int answered = 0;
+    for (;;) {
+      auto got = co_await stream->read_some(std::span<char>(buffer));
+      if (!got || *got == 0) co_return answered;
+      requests.feed(std::string_view(buffer.data(), *got));
+      while (auto request = requests.next()) {
+        if (!*request) break;
+        if (answered == 0) {
+          (void)received.send(true);
+          (void)co_await released;
+        }
+        if (!co_await stream->write_all("$3\r\nhit\r\n")) co_return answered;
+        ++answered;
+      }
+    }
+  }(*listener, std::move(received_tx), std::move(released)));
+  auto options = options_for(listener->port());
+  options.reply_poll = std::chrono::microseconds(1);
+  {
+    auto manager = redis::spawn_connection_manager(rt, options);
+    auto first = rt.spawn(redis::query(manager, redis::get{"late", {}}));
+    REQUIRE(received.blocking_recv());
+    (void)release.send(true);
+    auto late = first.blocking_join();
+    REQUIRE(late);
+    CHECK(*late == std::optional<std::string>("hit"));
+    for (int i = 0; i < 100; ++i) {  // and the reader goes on polling and waiting as before
+      auto again = redis::blocking_query(manager, redis::get{"again", {}});
+      CHECK(again.value() == std::optional<std::string>("hit"));
+    }
+  }  // the last ref is gone: the manager stops and closes the connection, and the fake server ends
+  CHECK(fake.blocking_join() == 101);
+}
+
+TEST_CASE("a reply poll window longer than request_timeout does not delay the timeout", "[redis][failure]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto listener = postal::net::tcp_listener::bind("127.0.0.1", 0);
+  REQUIRE(listener);
+  auto silent = rt.spawn([](postal::net::tcp_listener& listener) -> task<void> {
+    auto stream = co_await listener.accept();
+    if (!stream) co_return;
+    std::array<char, 4096> buffer;
+    for (;;) {
+      auto got = co_await stream->read_some(std::span<char>(buffer));
+      if (!got || *got == 0) co_return;
+    }
+  }(*listener));
+  auto options = options_for(listener->port());
+  options.request_timeout = std::chrono::milliseconds(200);
+  options.reply_poll = std::chrono::seconds(30);
+  auto manager = redis::spawn_connection_manager(rt, options);
+  const auto start = std::chrono::steady_clock::now();
+  auto reply = redis::blocking_query(manager, redis::get{"anything", {}});
+  REQUIRE_FALSE(reply);
+  CHECK(reply.error().kind == redis::error::kind_type::timeout);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(10));
+  silent.blocking_join();
+}
+
+// The process's CPU time (all threads).
+std::chrono::microseconds cpu_time() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  return std::chrono::seconds(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         std::chrono::microseconds(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+// With a poll window of a whole second, a reader that polled with nothing in flight would keep a core busy
+// for all of the idle half second measured here.
+TEST_CASE("reply polling never spins on an idle connection", "[redis]") {
+  test_support::redis_server server;
+  runtime rt(runtime_options{.workers = 2});
+  auto options = options_for(server.port());
+  options.reply_poll = std::chrono::seconds(1);
+  auto manager = redis::spawn_connection_manager(rt, options);
+  for (int i = 0; i < 10; ++i) REQUIRE(redis::blocking_query(manager, redis::incr{"idle", {}}));
+  const auto before = cpu_time();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  CHECK(cpu_time() - before < std::chrono::milliseconds(250));
+  CHECK(redis::blocking_query(manager, redis::incr{"idle", {}}).value() == 11);
 }
 
 TEST_CASE("a redis-server killed and restarted mid-run: every request ends, none is sent twice, the manager "

@@ -217,6 +217,8 @@ int native_handle(const socket_state* socket) noexcept;
 /// while a busy server on few cores loses the CPU the polling takes (kv-server under redis-benchmark drops
 /// about 10%). Process-wide; also set by the environment variable POSTAL_NET_BUSY_POLL_US at start.
 void set_busy_poll(std::chrono::microseconds window) noexcept;
+/// The busy-poll window now in effect (0: off).
+std::chrono::microseconds busy_poll() noexcept;
 
 
 /// A TCP connection. Move-only; destroying it closes it.
@@ -259,6 +261,13 @@ class tcp_stream {
                                                          std::chrono::steady_clock::time_point deadline) {
     return detail::io_awaitable<detail::read_operation>(socket_, buffer, deadline);
   }
+  /// One read that never waits: how many bytes were read into `buffer` (at least 1), 0 once the peer closed
+  /// its side, or errc::operation_would_block when nothing is there yet. For a task that polls for data it
+  /// expects soon (with postal::yield_here between tries) before it settles into read_some, which waits for
+  /// the I/O driver. While a task polls this way the driver thread is not woken for the data that arrives
+  /// (one epoll_ctl when a try first finds nothing, one when a read_some next has to wait). An empty
+  /// buffer throws std::invalid_argument.
+  expected<std::size_t, std::error_code> try_read_some(std::span<char> buffer);
   /// `co_await write_all(data)` -> done once all of `data` is in the kernel's send buffer, waiting (with
   /// the task suspended) while that buffer is full: a peer that does not read slows the writer down. Fails
   /// with errc::broken_pipe / connection_reset when the peer is gone (part of the data may have been sent);

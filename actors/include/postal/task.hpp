@@ -203,6 +203,23 @@ struct yield_awaiter {
   void await_resume() const noexcept {}
 };
 
+// co_await yield_here(): true if the task went behind other work, false if it went on at once.
+class yield_here_awaiter {
+ public:
+  bool await_ready() const noexcept { return false; }
+  template <class Promise>
+  bool await_suspend(std::coroutine_handle<Promise> handle) noexcept {
+    suspend_hooks* hooks = hooks_of(handle);
+    if (hooks == nullptr) return false;
+    yielded_ = hooks->yield_here(handle);
+    return yielded_;
+  }
+  bool await_resume() const noexcept { return yielded_; }
+
+ private:
+  bool yielded_ = false;
+};
+
 }  // namespace detail
 
 /// A lazy coroutine returning T. Move-only; owns its frame until it is spawned or finishes being awaited.
@@ -312,6 +329,18 @@ join_handle<T> spawn(task<T> work) {
 /// `co_await postal::yield_now()` lets the other tasks woken on this worker run, then continues this task.
 /// Outside postal's runtime it does nothing.
 inline detail::yield_awaiter yield_now() noexcept {
+  return {};
+}
+
+/// `bool behind_others = co_await postal::yield_here()`, for a poll loop (a task retrying something it
+/// expects soon, such as a reply): if other tasks are queued on this worker (those that tasks running here
+/// woke, and the jobs in this worker's CAF queue), it lets them run first and then continues this task on
+/// the same worker, and gives true; if there is nothing else to run here, it gives false at once, without
+/// suspending. Unlike yield_now it never hands the task to another worker (waking a sleeping worker costs
+/// more than a short poll saves). Tasks in the runtime's injection queue (new ones, and those woken from
+/// outside while this worker was busy) are not waited for: the other workers' drainers take them, or this
+/// worker's once the poll ends. Outside postal's runtime it gives false and does nothing.
+inline detail::yield_here_awaiter yield_here() noexcept {
   return {};
 }
 

@@ -87,6 +87,14 @@ class suspend_hooks {
   /// Reschedules the coroutine `handle`, which is suspending, behind the work this executor already has
   /// queued (postal::yield_now). By default it is simply woken.
   virtual void yield(std::coroutine_handle<> handle) noexcept { waker_for(handle).wake(); }
+  /// For a poll loop (postal::yield_here): if other work is queued on the thread that runs `handle`, which
+  /// is about to suspend, reschedules it behind that work on the same thread (waking no other thread) and
+  /// returns true; returns false, leaving it to go on without suspending, when there is nothing else to run
+  /// there. By default: yield, and true.
+  virtual bool yield_here(std::coroutine_handle<> handle) noexcept {
+    yield(handle);
+    return true;
+  }
 
  protected:
   ~suspend_hooks() = default;
