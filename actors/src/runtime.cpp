@@ -189,7 +189,7 @@ enum class yield_kind : std::uint8_t { none, anywhere, here };
 
 enum job_state : std::uint8_t {
   idle,       // suspended; a wake schedules it
-  scheduled,  // in a run list or CAF's queue
+  scheduled,  // in a run list, a CAF queue or the injection queue
   running,    // being resumed by a worker
   notified,   // woken while running: runs again after this turn
   finished,
@@ -264,8 +264,8 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
 
   // -- scheduling ------------------------------------------------------------------------------------------
   // A wake that carries one reference to this job (a waker's), which it hands on or drops: an idle task is
-  // scheduled (on this worker's run list if this worker runs the same runtime, else on CAF's queue); a
-  // running one is told to run again after its turn; otherwise there is nothing to do.
+  // scheduled (on this worker's run list if this worker runs the same runtime, else through
+  // enqueue_with_reference); a running one is told to run again after its turn; otherwise there is nothing to do.
   void wake_with_reference() noexcept {
     std::uint8_t state = state_.load(std::memory_order_acquire);
     for (;;) {
