@@ -69,6 +69,18 @@ class run_list {
       jobs_.push_back(job);
   }
   bool empty() const noexcept { return first_ == nullptr && head_ == jobs_.size(); }
+  // Empties the list, handing each job to `hand` from the newest to the oldest.
+  template <class F>
+  void drain_newest_first(F&& hand) {
+    while (jobs_.size() > head_) {
+      task_job* job = jobs_.back();
+      jobs_.pop_back();
+      hand(job);
+    }
+    jobs_.clear();
+    head_ = 0;
+    if (first_ != nullptr) hand(std::exchange(first_, nullptr));
+  }
   task_job* pop_front() noexcept {
     if (first_ != nullptr) return std::exchange(first_, nullptr);
     if (head_ == jobs_.size()) {
@@ -225,16 +237,18 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
 
   // Runs the tasks woken on this worker (see resume), up to the runtime's inline budget.
   static void run_woken(worker_context& context, runtime_impl* owner, caf::execution_unit* unit) {
-    std::size_t budget = owner->budget;
-    while (task_job* next = context.woken.pop_front()) {
-      if (budget == 0) {  // hand it to CAF with the run list's reference
-        owner->active.fetch_add(1, std::memory_order_relaxed);
-        unit->exec_later(next);
-        continue;
-      }
-      --budget;
+    for (std::size_t budget = owner->budget; budget != 0; --budget) {
+      task_job* next = context.woken.pop_front();
+      if (next == nullptr) return;
       next->run_turn(context, /*donate_reference=*/true);
     }
+    // Over budget: the rest go to this worker's CAF queue with the run list's references, where idle
+    // workers may steal them. exec_later puts a job at the front, so the newest goes first and the oldest
+    // ends up in front: they still run in the order they were woken.
+    context.woken.drain_newest_first([&](task_job* rest) {
+      owner->active.fetch_add(1, std::memory_order_relaxed);
+      unit->exec_later(rest);
+    });
   }
 
   // A turn run by a drainer, with the reference that the injection queue held.

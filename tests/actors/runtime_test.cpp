@@ -196,6 +196,27 @@ TEST_CASE("a task woken by another task on the same worker runs before tasks que
   CHECK(order[1] == "queued");
 }
 
+TEST_CASE("tasks woken past the inline budget still run in the order they were woken", "[runtime]") {
+  runtime rt(runtime_options{.workers = 1, .inline_budget = 2});
+  std::string order;
+  rt.block_on([](std::string* order) -> task<void> {
+    std::vector<postal::oneshot::sender<int>> wakes;
+    std::vector<join_handle<void>> waiters;
+    for (int i = 0; i < 6; ++i) {
+      auto [tx, rx] = postal::oneshot::channel<int>();
+      wakes.push_back(std::move(tx));
+      waiters.push_back(postal::spawn([](postal::oneshot::receiver<int> rx, std::string* order) -> task<void> {
+        auto index = co_await rx;
+        *order += static_cast<char>('0' + *index);
+      }(std::move(rx), order)));
+    }
+    co_await postal::yield_now();  // behind the six: each starts and parks on its channel
+    for (int i = 0; i < 6; ++i) (void)wakes[i].send(int{i});  // woken in order onto this worker's run list
+    for (auto& waiter : waiters) co_await waiter;  // two run inline; four go to CAF's queue
+  }(&order));
+  CHECK(order == "012345");
+}
+
 TEST_CASE("yield_now lets the other queued tasks run before continuing", "[runtime]") {
   runtime rt(runtime_options{.workers = 1});
   std::string trace;
