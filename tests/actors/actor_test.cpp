@@ -78,30 +78,35 @@ task<std::optional<int>> put_then_get(postal::actor_ref<kv_message> kv) {
   co_return answer ? *answer : std::nullopt;
 }
 
-TEST_CASE("on_idle runs when the mailbox is found empty, after the messages queued before it", "[actor]") {
-  struct hold {
-    postal::oneshot::receiver<bool> open;
-  };
-  struct item {
-    int value = 0;
-  };
-  struct batches {
-    postal::responder<std::vector<std::vector<int>>> reply;
-  };
-  using message = std::variant<hold, item, batches>;
-  class batcher : public postal::actor<message> {
-   public:
-    task<void> handle(hold& h) { (void)co_await h.open; }
-    void handle(item& i) { pending_.push_back(i.value); }
-    void handle(batches& b) { (void)b.reply.send(seen_); }
-    void on_idle() {
-      if (!pending_.empty()) seen_.push_back(std::exchange(pending_, {}));
-    }
+// Collects the items told between two on_idle calls as one batch; `hold` keeps it busy until opened.
+namespace batching {
+struct hold {
+  postal::oneshot::receiver<bool> open;
+};
+struct item {
+  int value = 0;
+};
+struct batches {
+  postal::responder<std::vector<std::vector<int>>> reply;
+};
+using message = std::variant<hold, item, batches>;
+class batcher : public postal::actor<message> {
+ public:
+  task<void> handle(hold& h) { (void)co_await h.open; }
+  void handle(item& i) { pending_.push_back(i.value); }
+  void handle(batches& b) { (void)b.reply.send(seen_); }
+  void on_idle() {
+    if (!pending_.empty()) seen_.push_back(std::exchange(pending_, {}));
+  }
 
-   private:
-    std::vector<int> pending_;
-    std::vector<std::vector<int>> seen_;
-  };
+ private:
+  std::vector<int> pending_;
+  std::vector<std::vector<int>> seen_;
+};
+}  // namespace batching
+
+TEST_CASE("on_idle runs when the mailbox is found empty, after the messages queued before it", "[actor]") {
+  using namespace batching;
   runtime rt(runtime_options{.workers = 2});
   auto ref = postal::spawn_actor<batcher>(rt, actor_options{});
   auto [open, opened] = postal::oneshot::channel<bool>();
@@ -123,25 +128,7 @@ TEST_CASE("on_idle runs when the mailbox is found empty, after the messages queu
 // Without the turn for the queued tasks, the first batch would hold item 0 alone.
 TEST_CASE("messages that the tasks queued on the actor's worker send at once join on_idle's batch",
           "[actor]") {
-  struct item {
-    int value = 0;
-  };
-  struct batches {
-    postal::responder<std::vector<std::vector<int>>> reply;
-  };
-  using message = std::variant<item, batches>;
-  class batcher : public postal::actor<message> {
-   public:
-    void handle(item& i) { pending_.push_back(i.value); }
-    void handle(batches& b) { (void)b.reply.send(seen_); }
-    void on_idle() {
-      if (!pending_.empty()) seen_.push_back(std::exchange(pending_, {}));
-    }
-
-   private:
-    std::vector<int> pending_;
-    std::vector<std::vector<int>> seen_;
-  };
+  using namespace batching;
   runtime rt(runtime_options{.workers = 1});  // one worker: the run order below is fixed
   auto ref = postal::spawn_actor<batcher>(rt, actor_options{});
   rt.block_on([](postal::actor_ref<message> ref) -> task<void> {

@@ -27,6 +27,17 @@ using postal::runtime;
 using postal::runtime_options;
 using postal::task;
 
+// A fake server: accepts one connection and reads what comes, never answering, until the client closes.
+task<void> never_answers(postal::net::tcp_listener& listener) {
+  auto stream = co_await listener.accept();
+  if (!stream) co_return;
+  std::array<char, 4096> buffer;
+  for (;;) {
+    auto got = co_await stream->read_some(std::span<char>(buffer));
+    if (!got || *got == 0) co_return;
+  }
+}
+
 redis::connection_options options_for(std::uint16_t port) {
   redis::connection_options options;
   options.port = port;
@@ -199,15 +210,7 @@ TEST_CASE("a reply poll window longer than request_timeout does not delay the ti
   runtime rt(runtime_options{.workers = 2});
   auto listener = postal::net::tcp_listener::bind("127.0.0.1", 0);
   REQUIRE(listener);
-  auto silent = rt.spawn([](postal::net::tcp_listener& listener) -> task<void> {
-    auto stream = co_await listener.accept();
-    if (!stream) co_return;
-    std::array<char, 4096> buffer;
-    for (;;) {
-      auto got = co_await stream->read_some(std::span<char>(buffer));
-      if (!got || *got == 0) co_return;
-    }
-  }(*listener));
+  auto silent = rt.spawn(never_answers(*listener));
   auto options = options_for(listener->port());
   options.request_timeout = std::chrono::milliseconds(200);
   options.reply_poll = std::chrono::seconds(30);
@@ -344,16 +347,7 @@ TEST_CASE("a server that never answers: the request times out, the connection is
   runtime rt(runtime_options{.workers = 2});
   auto listener = postal::net::tcp_listener::bind("127.0.0.1", 0);
   REQUIRE(listener);
-  // Accepts one connection and reads what comes, never answering.
-  auto silent = rt.spawn([](postal::net::tcp_listener& listener) -> task<void> {
-    auto stream = co_await listener.accept();
-    if (!stream) co_return;
-    std::array<char, 4096> buffer;
-    for (;;) {
-      auto got = co_await stream->read_some(std::span<char>(buffer));
-      if (!got || *got == 0) co_return;
-    }
-  }(*listener));
+  auto silent = rt.spawn(never_answers(*listener));
   auto options = options_for(listener->port());
   options.request_timeout = std::chrono::milliseconds(200);
   auto manager = redis::spawn_connection_manager(rt, options);
