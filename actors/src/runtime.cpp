@@ -107,6 +107,36 @@ struct worker_context {
 };
 thread_local worker_context this_worker;
 
+using caf_worker = caf::scheduler::worker<caf::policy::work_stealing>;
+// The CAF worker behind an execution unit, or null (another scheduler's unit, or none).
+caf_worker* worker_of(caf::execution_unit* unit) noexcept {
+  return dynamic_cast<caf_worker*>(unit);
+}
+
+// Marks this thread as running `owner`'s jobs on `unit` for one CAF turn; restores what was there before.
+class worker_scope {
+ public:
+  worker_scope(runtime_impl* owner, caf::execution_unit* unit) noexcept
+      : context_(this_worker),
+        outer_owner_(std::exchange(context_.owner, owner)),
+        outer_unit_(std::exchange(context_.unit, unit)),
+        outer_flag_(std::exchange(postal::detail::on_executor_thread, true)) {}
+  worker_scope(const worker_scope&) = delete;
+  worker_scope& operator=(const worker_scope&) = delete;
+  ~worker_scope() {
+    context_.owner = outer_owner_;
+    context_.unit = outer_unit_;
+    postal::detail::on_executor_thread = outer_flag_;
+  }
+  worker_context& context() const noexcept { return context_; }
+
+ private:
+  worker_context& context_;
+  runtime_impl* outer_owner_;
+  caf::execution_unit* outer_unit_;
+  bool outer_flag_;
+};
+
 }  // namespace
 
 // The state shared by a runtime and its tasks. Members that running jobs touch are declared before the
@@ -163,8 +193,10 @@ class runtime_impl {
       idle.notify_all();
     }
   }
-  // Queues a scheduled task (holding one reference) to run on some worker; see spawned.
+  // Queues a scheduled task (holding one reference) to run on some worker; see spawned. inject_counted is
+  // for a caller that has already counted it in `active`.
   void inject(task_job* job);
+  void inject_counted(task_job* job);
   // Takes up to `limit` queued tasks into `out`. If there are none and `self` is given, that drainer is
   // idle from now on.
   std::size_t take_spawned(task_job** out, std::size_t limit, spawn_drainer* self);
@@ -222,15 +254,11 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
   // inline budget; the rest go to this worker's CAF queue, where idle workers may steal them.
   resume_result resume(caf::execution_unit* unit, std::size_t) override {
     runtime_impl* owner = owner_;
-    worker_context& context = this_worker;
-    runtime_impl* outer_owner = std::exchange(context.owner, owner);
-    caf::execution_unit* outer_unit = std::exchange(context.unit, unit);
-    const bool outer_flag = std::exchange(postal::detail::on_executor_thread, true);
-    run_turn(context, /*donate_reference=*/false);
-    run_woken(context, owner, unit);
-    context.owner = outer_owner;
-    context.unit = outer_unit;
-    postal::detail::on_executor_thread = outer_flag;
+    {
+      const worker_scope scope(owner, unit);
+      run_turn(scope.context(), /*donate_reference=*/false);
+      run_woken(scope.context(), owner, unit);
+    }
     owner->hop_done();
     return done;  // CAF drops its reference; wakers and run lists hold their own
   }
@@ -427,18 +455,12 @@ class spawn_drainer final : public caf::resumable {
       return resume_later;
     }
     empty_turns_ = 0;
-    worker_context& context = this_worker;
-    runtime_impl* outer_owner = std::exchange(context.owner, owner);
-    caf::execution_unit* outer_unit = std::exchange(context.unit, unit);
-    const bool outer_flag = std::exchange(postal::detail::on_executor_thread, true);
+    const worker_scope scope(owner, unit);
     for (std::size_t i = 0; i < count; ++i) {
-      jobs[i]->run_queued_turn(context);
-      task_job::run_woken(context, owner, unit);
+      jobs[i]->run_queued_turn(scope.context());
+      task_job::run_woken(scope.context(), owner, unit);
       owner->hop_done();
     }
-    context.owner = outer_owner;
-    context.unit = outer_unit;
-    postal::detail::on_executor_thread = outer_flag;
     return resume_later;  // the next turn finds the queue empty and goes idle, or starts the next batch
   }
 
@@ -454,7 +476,11 @@ class spawn_drainer final : public caf::resumable {
 }  // namespace
 
 void runtime_impl::inject(task_job* job) {
-  active.fetch_add(1, std::memory_order_relaxed);  // done when a drainer has run its first turn
+  active.fetch_add(1, std::memory_order_relaxed);  // done when a drainer has run its turn
+  inject_counted(job);
+}
+
+void runtime_impl::inject_counted(task_job* job) {
   spawn_drainer* wake = nullptr;
   {
     std::lock_guard lock(spawn_mutex);
@@ -472,8 +498,7 @@ void runtime_impl::inject(task_job* job) {
 }
 
 bool runtime_impl::try_idle_worker(caf::resumable* job, caf::execution_unit* preferred) {
-  using worker = caf::scheduler::worker<caf::policy::work_stealing>;
-  auto* target = dynamic_cast<worker*>(preferred);
+  caf_worker* target = worker_of(preferred);
   if (target == nullptr || !target->data().queue.empty()) return false;
   target->external_enqueue(job);
   return true;
@@ -494,23 +519,18 @@ void runtime_impl::enqueue_with_reference(task_job* job, caf::execution_unit* pr
   // Straight to the preferred worker only if it looks idle; otherwise through the injection queue, never
   // CAF's round robin: a burst of wakes from outside (a million actors' refs dropped by main) piled onto
   // CAF's queues would make every steal scan them (see spawned).
-  active.fetch_add(1, std::memory_order_relaxed);
-  if (!try_idle_worker(job, preferred)) {
-    active.fetch_sub(1, std::memory_order_relaxed);  // inject counts it again
-    inject(job);
-  }
+  active.fetch_add(1, std::memory_order_relaxed);  // before the job can run and count itself done
+  if (!try_idle_worker(job, preferred)) inject_counted(job);
 }
 
 bool runtime_impl::nothing_queued_on(caf::execution_unit* unit) const noexcept {
-  using worker = caf::scheduler::worker<caf::policy::work_stealing>;
-  auto* here = dynamic_cast<worker*>(unit);
+  caf_worker* here = worker_of(unit);
   return here == nullptr || here->data().queue.empty();
 }
 
 void runtime_impl::append_here(task_job* job, caf::execution_unit* unit) {
   active.fetch_add(1, std::memory_order_relaxed);
-  using worker = caf::scheduler::worker<caf::policy::work_stealing>;
-  if (auto* here = dynamic_cast<worker*>(unit))
+  if (caf_worker* here = worker_of(unit))
     here->external_enqueue(job);
   else
     system->scheduler().enqueue(job);
