@@ -1811,3 +1811,79 @@ TEST_CASE("tasks sending and reserving on one thread race a receiver destroyed o
   }
   CHECK(counted::live.load() == before);
 }
+
+// -- a core embedded in another object (how an actor holds its mailbox): core_traits --------------------
+
+namespace embedded {
+struct item {
+  postal::test::counted value;
+};
+struct holder;
+std::atomic<int> disposed{0};
+}  // namespace embedded
+
+template <>
+struct postal::mpsc::detail::core_traits<embedded::item> {
+  static constexpr bool compact = true;
+  static void dispose(bounded_core<embedded::item>* core) noexcept;
+};
+
+namespace embedded {
+// The object the core lives in; the core is freed with it, through the trait's dispose.
+struct holder : postal::mpsc::detail::bounded_core<item> {
+  explicit holder(std::size_t capacity) : bounded_core<item>(capacity) {}
+  int other_state = 42;
+};
+}  // namespace embedded
+
+void postal::mpsc::detail::core_traits<embedded::item>::dispose(bounded_core<embedded::item>* core) noexcept {
+  auto* owner = static_cast<embedded::holder*>(core);
+  CHECK(owner->other_state == 42);
+  embedded::disposed.fetch_add(1);
+  delete owner;
+}
+
+TEST_CASE("a compact core embedded in another object carries values between threads and is disposed once, "
+          "after its last handle",
+          "[mpsc][threads]") {
+  using core_type = postal::mpsc::detail::bounded_core<embedded::item>;
+  static_assert(sizeof(core_type) < sizeof(postal::mpsc::detail::bounded_core<int>));
+  static_assert(alignof(core_type) <= alignof(std::max_align_t));
+  const long before = counted::live.load();
+  embedded::disposed = 0;
+  {
+    auto* owner = new embedded::holder(4);
+    auto [tx, rx] = postal::mpsc::detail::adopt_core<embedded::item>(*owner);
+    constexpr int per_producer = 2000;
+    std::atomic<int> failed_sends{0};  // Catch's assertions are not for other threads
+    std::vector<std::thread> producers;
+    for (int p = 0; p < 2; ++p)
+      producers.emplace_back([p, tx = tx, &failed_sends]() mutable {
+        for (int i = 0; i < per_producer; ++i)
+          if (!tx.blocking_send(embedded::item{counted(p * per_producer + i)})) failed_sends.fetch_add(1);
+      });
+    std::vector<int> last{-1, -1};
+    for (int n = 0; n < 2 * per_producer; ++n) {
+      auto got = rx.blocking_recv();
+      REQUIRE(got);
+      const int producer = got->value.value / per_producer;
+      CHECK(got->value.value > last[producer]);  // each producer's values in order
+      last[producer] = got->value.value;
+    }
+    for (auto& t : producers) t.join();
+    CHECK(failed_sends.load() == 0);
+
+    // Values buffered when the receiver goes, and one sent through a permit afterwards, are destroyed.
+    REQUIRE(tx.try_send(embedded::item{counted(-1)}));
+    auto weak = tx.downgrade();
+    auto held = tx.try_reserve();
+    REQUIRE(held);
+    { auto drop = std::move(rx); }
+    held->send(embedded::item{counted(-2)});
+    { auto drop = std::move(tx); }
+    CHECK(embedded::disposed.load() == 0);  // the weak sender still holds it
+    CHECK_FALSE(weak.upgrade());
+  }
+  CHECK(embedded::disposed.load() == 1);
+  CHECK(counted::live.load() == before);
+}

@@ -30,6 +30,17 @@ class permit;
 template <class T>
 class receiver;
 
+namespace detail {
+// The first sender and the receiver of a core built in place, where core_traits<T>::dispose knows how to
+// free it (a channel() core is freed with delete). They take over the counts a new core starts with.
+template <class T>
+std::pair<sender<T>, receiver<T>> adopt_core(bounded_core<T>& core) noexcept;
+// A new sender of such a core while any strong sender exists (weak_sender::upgrade, for an owner that keeps
+// the core's memory alive by other means).
+template <class T>
+std::optional<sender<T>> upgrade_core(bounded_core<T>& core) noexcept;
+}  // namespace detail
+
 template <class T>
 std::pair<sender<T>, receiver<T>> channel(std::size_t capacity);
 
@@ -501,6 +512,10 @@ class sender {
  private:
   template <class U>
   friend std::pair<sender<U>, receiver<U>> channel(std::size_t capacity);
+  template <class U>
+  friend std::pair<sender<U>, receiver<U>> detail::adopt_core(detail::bounded_core<U>& core) noexcept;
+  template <class U>
+  friend std::optional<sender<U>> detail::upgrade_core(detail::bounded_core<U>& core) noexcept;
   friend class detail::weak_handle<detail::bounded_core<T>, sender<T>>;
   struct adopt_t {};
   // Takes over a strong count and a reference already added for it.
@@ -617,6 +632,8 @@ class receiver {
  private:
   template <class U>
   friend std::pair<sender<U>, receiver<U>> channel(std::size_t capacity);
+  template <class U>
+  friend std::pair<sender<U>, receiver<U>> detail::adopt_core(detail::bounded_core<U>& core) noexcept;
   explicit receiver(detail::bounded_core<T>* core) noexcept : core_(core) {}
   void reset() noexcept {
     if (core_ != nullptr) {
@@ -644,6 +661,18 @@ std::pair<sender<T>, receiver<T>> channel(std::size_t capacity) {
     throw std::invalid_argument("postal::mpsc::channel: capacity above max_channel_capacity");
   auto* core = new detail::bounded_core<T>(capacity);
   return {sender<T>(core, typename sender<T>::adopt_t{}), receiver<T>(core)};
+}
+
+template <class T>
+std::pair<sender<T>, receiver<T>> detail::adopt_core(bounded_core<T>& core) noexcept {
+  return {sender<T>(&core, typename sender<T>::adopt_t{}), receiver<T>(&core)};
+}
+
+template <class T>
+std::optional<sender<T>> detail::upgrade_core(bounded_core<T>& core) noexcept {
+  if (!try_add_strong_sender(core.counts)) return std::nullopt;
+  core.counts.references.fetch_add(1, std::memory_order_relaxed);
+  return sender<T>(&core, typename sender<T>::adopt_t{});
 }
 
 }  // namespace postal::mpsc

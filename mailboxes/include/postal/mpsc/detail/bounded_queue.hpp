@@ -88,7 +88,24 @@ struct claim {
 };
 
 template <class T>
+class bounded_core;
+
+// How the core of a channel of T is laid out and freed. The default: a core allocated by channel() on its
+// own, with the producer's and the consumer's words on cache lines of their own (the fastest layout when
+// sender and receiver run on different cores). A specialization may trade that for size, and embed the
+// core in a bigger object: postal's actors do, so that an actor is one allocation (see actor.hpp).
+//   compact:  no cache-line alignment (the core takes about two lines instead of three);
+//   dispose:  called once the last handle is gone, instead of `delete core`.
+template <class T>
+struct core_traits {
+  static constexpr bool compact = false;
+  static void dispose(bounded_core<T>* core) noexcept { delete core; }
+};
+
+template <class T>
 class bounded_core {
+  static constexpr std::size_t line_alignment = core_traits<T>::compact ? alignof(std::uint64_t) : 64;
+
  public:
   explicit bounded_core(std::size_t capacity)
       : ring_size_(std::bit_ceil(capacity < 2 ? std::size_t{2} : capacity)),
@@ -114,7 +131,7 @@ class bounded_core {
   handle_counts counts;
 
   void release_reference() noexcept {
-    if (counts.references.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    if (counts.references.fetch_sub(1, std::memory_order_acq_rel) == 1) core_traits<T>::dispose(this);
   }
 
   std::size_t max_capacity() const noexcept { return capacity_; }
@@ -502,13 +519,13 @@ class bounded_core {
   // Producer side: the claim word, touched by every send, and the senders that wait (for room, or for the
   // receiver to close), under lock_. These are written only when the channel is full, when the senders
   // contend for this line anyway; giving them a line of their own made every channel 128 bytes larger.
-  alignas(64) std::atomic<std::uint64_t> producer_{0};
+  alignas(line_alignment) std::atomic<std::uint64_t> producer_{0};
   small_mutex lock_;
   waiter_list send_waiters_;
   waiter_list closed_waiters_;
 
   // Consumer side: touched by every receive.
-  alignas(64) std::atomic<std::uint64_t> consumer_{0};
+  alignas(line_alignment) std::atomic<std::uint64_t> consumer_{0};
   std::uint64_t head_ = 0;  // the receiver's position (its consumed count); owned by the receiver
   waker receiver_waker_;
   std::atomic<bool> receiver_waker_taken_{true};
