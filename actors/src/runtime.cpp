@@ -37,6 +37,14 @@ struct timer_due {
 }  // namespace postal::detail
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(postal::detail::timer_due)
 
+namespace postal::detail {
+// Destroys a task_body (its destructor is protected: only its job's last reference may end it).
+class body_access {
+ public:
+  static void destroy(task_body* body) noexcept { body->~task_body(); }
+};
+}  // namespace postal::detail
+
 namespace postal {
 
 namespace {
@@ -242,8 +250,32 @@ enum job_state : std::uint8_t {
 
 class task_job final : public caf::resumable, public suspend_hooks, public postal::detail::list_node {
  public:
+  using task_body = postal::detail::task_body;
+
   task_job(runtime_impl* owner, std::coroutine_handle<> root) noexcept
       : owner_(owner), root_(root), resume_point_(root) {}
+
+  // -- jobs with a body (task_body): the body lives right behind the job, in the same allocation --------
+  static std::size_t body_offset_of() noexcept;
+  // A job with room for a body of `size` bytes behind it, not yet started; returns that room.
+  static void* allocate_with_body(runtime_impl* owner, std::size_t size) {
+    void* memory = ::operator new(body_offset_of() + size);
+    auto* job = new (memory) task_job(owner, std::coroutine_handle<>{});
+    job->has_body_ = true;
+    return static_cast<char*>(memory) + body_offset_of();
+  }
+  static task_job* of_storage(void* storage) noexcept {
+    return std::launder(reinterpret_cast<task_job*>(static_cast<char*>(storage) - body_offset_of()));
+  }
+  static task_job* of_body(task_body* body) noexcept { return of_storage(body); }
+  task_body* body() noexcept {
+    return std::launder(reinterpret_cast<task_body*>(reinterpret_cast<char*>(this) + body_offset_of()));
+  }
+  // Frees a job whose body was never constructed.
+  void discard_unbuilt() noexcept {
+    this->~task_job();
+    ::operator delete(static_cast<void*>(this));
+  }
 
   // -- caf::resumable ------------------------------------------------------------------------------------
   subtype_t subtype() const override { return function_object; }
@@ -340,15 +372,27 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
     std::uint8_t expected = idle;
     return state_.compare_exchange_strong(expected, cancelled, std::memory_order_acq_rel);
   }
-  // Destroys a cancelled task's frame and drops the reference it kept for its next waker.
+  // Destroys a cancelled task's frame (a body's state: its cancel() also ends the child task it may be
+  // awaiting, which it owns) and drops the reference it kept for its next waker.
   void destroy_frame() noexcept {
-    root_.destroy();
+    if (has_body_)
+      body()->cancel();
+    else
+      root_.destroy();
     if (std::exchange(spare_reference_, false)) release();
   }
 
+  runtime_impl* owner() const noexcept { return owner_; }
   void add_ref() noexcept { references_.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
-    if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    if (references_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (!has_body_) {
+      delete this;
+      return;
+    }
+    postal::detail::body_access::destroy(body());
+    this->~task_job();
+    ::operator delete(static_cast<void*>(this));
   }
 
  private:
@@ -364,11 +408,18 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
   void run_turn(worker_context& context, bool donate_reference) {
     state_.store(running, std::memory_order_relaxed);
     last_worker_ = context.unit;
-    resume_point_.resume();
-    if (root_.done()) {
+    bool done;
+    if (has_body_) {
+      done = run_body();
+    } else {
+      resume_point_.resume();
+      done = root_.done();
+    }
+    if (done) {
       state_.store(finished, std::memory_order_release);
-      root_.destroy();
-      if (std::exchange(spare_reference_, false)) release();  // never the last: the runtime holds one
+      if (!has_body_) root_.destroy();
+      // Never the last reference: the runtime holds one until task_ended.
+      if (std::exchange(spare_reference_, false)) references_.fetch_sub(1, std::memory_order_relaxed);
       owner_->task_ended(this);
       if (donate_reference) release();
       return;
@@ -405,6 +456,28 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
     }
   }
 
+  // A body's turn: the child task it awaits (root_, if any) until that suspends or finishes, then the
+  // body's steps while they start children that finish at once. True once the body has finished.
+  bool run_body() {
+    for (;;) {
+      if (root_) {
+        resume_point_.resume();
+        if (!root_.done()) return false;  // suspended inside the child: its waker resumes it there
+        root_ = {};  // the body owns the child's frame and takes its outcome
+      }
+      const task_body::result next = body()->step(*this);
+      switch (next.kind) {
+        case task_body::outcome::waiting:
+          return false;
+        case task_body::outcome::finished:
+          return true;
+        case task_body::outcome::awaiting:
+          root_ = resume_point_ = next.child;
+          break;
+      }
+    }
+  }
+
   void yield_as(std::coroutine_handle<> handle, yield_kind kind) noexcept {
     resume_point_ = handle;
     yielding_ = kind;
@@ -420,9 +493,17 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
   yield_kind yielding_ = yield_kind::none;  // set by the running task itself (yield_now, yield_here)
   // A reference kept for the next waker_for (see run_turn); touched only by whoever owns the task's state.
   bool spare_reference_ = false;
+  // A body lives behind this job (allocate_with_body); root_ is then the child task it awaits, if any.
+  bool has_body_ = false;
   // The worker that ran this task last (read by a waker only after the state word handed the task over).
   caf::execution_unit* last_worker_ = nullptr;
 };
+
+// Where a body starts behind its job (the job's size, rounded up for the body's alignment).
+std::size_t task_job::body_offset_of() noexcept {
+  constexpr std::size_t align = alignof(std::max_align_t);
+  return (sizeof(task_job) + align - 1) / align * align;
+}
 
 // Empties the injection queue: a job in CAF's queues that runs a batch of queued tasks per turn, then goes
 // to the back of its worker's queue while more wait, so they interleave with the tasks running there and
@@ -639,6 +720,38 @@ void detail::spawn_root(runtime* owner, std::coroutine_handle<> root, promise_ba
     throw;
   }
   job->start();
+}
+
+void* detail::allocate_body(runtime* owner, std::size_t size) {
+  return task_job::allocate_with_body(owner->impl_.get(), size);
+}
+
+void detail::discard_storage(void* storage) noexcept {
+  task_job::of_storage(storage)->discard_unbuilt();
+}
+
+void detail::start_body(task_body* body) {
+  task_job* job = task_job::of_body(body);
+  try {
+    job->owner()->add_task(job);
+  } catch (...) {
+    body->cancel();
+    job->release();
+    throw;
+  }
+  job->start();
+}
+
+void detail::retain_body(task_body* body) noexcept {
+  task_job::of_body(body)->add_ref();
+}
+
+void detail::release_body(task_body* body) noexcept {
+  task_job::of_body(body)->release();
+}
+
+runtime& detail::body_runtime(task_body* body) noexcept {
+  return *task_job::of_body(body)->owner()->handle;
 }
 
 runtime* detail::current_runtime() noexcept {

@@ -85,6 +85,7 @@ class runtime {
 
  private:
   friend void detail::spawn_root(runtime*, std::coroutine_handle<>, detail::promise_base&);
+  friend void* detail::allocate_body(runtime*, std::size_t);
   std::unique_ptr<runtime_impl> impl_;
 };
 

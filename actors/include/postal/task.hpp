@@ -8,6 +8,7 @@
 #include <postal/waker.hpp>
 
 #include <coroutine>
+#include <cstddef>
 #include <exception>
 #include <optional>
 #include <stdexcept>
@@ -135,6 +136,76 @@ class task_promise<void> : public promise_base {
 // Hands a task's frame to the runtime (defined in runtime.cpp, where CAF lives). Takes ownership of `root`.
 void spawn_root(runtime* owner, std::coroutine_handle<> root, promise_base& promise);
 
+// For a task_body awaiting a task: its handle, and its outcome once it has finished.
+struct task_access {
+  template <class T>
+  static std::coroutine_handle<task_promise<T>> handle(task<T>& work) noexcept {
+    return work.handle_;
+  }
+  template <class T>
+  static T take_result(task<T>& work) {
+    return work.handle_.promise().take_result();
+  }
+};
+
+// A task written as a state machine instead of a coroutine: the runtime calls step() for each of its turns.
+// It lives in its job's allocation (allocate_body, start_body), so it keeps no coroutine frame of its own
+// while it waits: this is how an actor is one allocation (actor.hpp). Within a turn, `job` is the task's
+// suspend_hooks, used as a coroutine's would be, with a null handle: waker_for({}) for a waker that
+// schedules the next turn, yield({}) / yield_here({}) to run again after other work.
+class task_body {
+ public:
+  enum class outcome : unsigned char {
+    waiting,   // handed out a waker (or yielded): the next turn comes when it is woken
+    awaiting,  // started `child` (see await_child): the job runs it, then calls step() once it has finished
+    finished,  // done; the runtime ends the task (the memory stays while retain_body references remain)
+  };
+  struct result {
+    outcome kind;
+    std::coroutine_handle<> child = {};
+  };
+
+  task_body() = default;
+  task_body(const task_body&) = delete;
+  task_body& operator=(const task_body&) = delete;
+
+  /// One turn. Exceptions must not escape.
+  virtual result step(suspend_hooks& job) noexcept = 0;
+  /// The runtime cancels the task at shutdown while it waits: release what the state machine holds (as
+  /// destroying a coroutine frame would). Not called after step() returned finished.
+  virtual void cancel() noexcept = 0;
+
+  /// Prepares `child` to be run by the job (awaited: its outcome stays in its promise) and returns the
+  /// outcome that says so.
+  template <class Promise>
+  static result await_child(std::coroutine_handle<Promise> child, suspend_hooks& job) noexcept {
+    child.promise().set_continuation(std::noop_coroutine());
+    child.promise().set_hooks(&job);
+    return {outcome::awaiting, child};
+  }
+
+ protected:
+  // Destroyed when its job's last reference goes (release_body).
+  virtual ~task_body() = default;
+  friend class body_access;
+};
+
+// Allocates a job of `owner` with room for a body of `size` bytes (aligned for std::max_align_t) and returns
+// that room. Construct the body there (its task_body base at that very address) and start_body() it, or
+// discard_storage() if its construction failed. The job starts with one reference, the runtime's, which it
+// drops once the body has finished (or was cancelled).
+void* allocate_body(runtime* owner, std::size_t size);
+void discard_storage(void* storage) noexcept;
+// Starts a constructed body on its runtime. After shutdown it throws std::logic_error, having cancelled the
+// body and dropped the runtime's reference.
+void start_body(task_body* body);
+// References to the body's job, for what lives in the body beyond its task (an actor's mailbox, held by
+// its refs): the memory goes with the last one.
+void retain_body(task_body* body) noexcept;
+void release_body(task_body* body) noexcept;
+// The runtime a body runs on.
+runtime& body_runtime(task_body* body) noexcept;
+
 // The runtime whose task is running on this thread, or nullptr.
 runtime* current_runtime() noexcept;
 
@@ -254,6 +325,7 @@ class [[nodiscard]] task {
   template <class U>
   friend join_handle<U> detail::spawn_on(runtime*, task<U>&);
   friend void detail::spawn_detached_on(runtime*, task<void>&);
+  friend struct detail::task_access;
   explicit task(std::coroutine_handle<promise_type> handle) noexcept : handle_(handle) {}
 
   std::coroutine_handle<promise_type> release() noexcept { return std::exchange(handle_, {}); }
