@@ -55,7 +55,7 @@ using responder = oneshot::sender<T>;
 
 /// How an actor ended.
 struct exit_reason {
-  enum class kind_type {
+  enum class kind_type : std::uint8_t {
     normal,  // it called stop(), or every actor_ref to it was gone and its mailbox drained
     failed,  // a handler or hook threw and its supervision policy stopped it; `message` says what
     killed,  // stopped from outside: actor_ref::kill() or runtime shutdown
@@ -246,22 +246,43 @@ envelope<Message> request_envelope(M message, oneshot::sender<R> reply) {
   }
 }
 
+template <class Message>
+class mailbox_cell;
+
+}  // namespace detail
+}  // namespace postal
+
+namespace postal::mpsc::detail {
+// An actor's mailbox core lives in the actor's cell (one allocation per actor), laid out compactly: an
+// actor is spawned by the million, and the fast path of a tell touches the cell's lines anyway.
+template <class... Ts, class... Rest>
+struct core_traits<std::variant<std::variant<Ts...>, postal::detail::nudge, Rest...>> {
+  using item = std::variant<std::variant<Ts...>, postal::detail::nudge, Rest...>;
+  static constexpr bool compact = true;
+  static void dispose(bounded_core<item>* core) noexcept {
+    static_cast<postal::detail::mailbox_cell<std::variant<Ts...>>*>(core)->core_released();
+  }
+};
+}  // namespace postal::mpsc::detail
+
+namespace postal {
+namespace detail {
+
 // What an actor's refs, its runner and its children share besides the mailbox: pending control requests
-// and the exit status that monitors watch. One exists per actor, so it is kept small: what only kills,
-// escalations, failures and monitors need lives in `rare_state`, allocated the first time one needs it
-// (an actor that is spawned, told and dropped never allocates it), and a one-byte spin lock guards it
-// (every critical section is a few instructions; a std::mutex would be 40 bytes per actor).
-class control_block {
+// and the exit status that monitors watch. It is the base of the actor's cell (actor_cell below), the one
+// allocation an actor is, so it is kept small: what only kills, escalations, failures and monitors need
+// lives in `rare_state`, allocated the first time one needs it (an actor that is spawned, told and dropped
+// never allocates it), and a one-byte spin lock guards it (every critical section is a few instructions;
+// a std::mutex would be 40 bytes per actor).
+class control_block : public task_body {
  public:
   control_block() = default;
-  control_block(const control_block&) = delete;
-  control_block& operator=(const control_block&) = delete;
-  virtual ~control_block() = default;
 
-  // Intrusive reference counting (see control_ref): one allocation per actor, no separate count block.
+  // Intrusive reference counting (see control_ref). The references together hold one reference to the
+  // cell's memory (its job's), dropped with the last of them.
   void add_ref() noexcept { references_.fetch_add(1, std::memory_order_relaxed); }
   void release() noexcept {
-    if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) release_body(this);
   }
 
   // Records a request (the first one wins, except that a failure replaces a stop), raises the flag and
@@ -358,27 +379,6 @@ class control_block {
   std::unique_ptr<rare_state> rare_;
 };
 
-// The control block of an actor whose mailbox takes Message: it nudges through a weak mailbox sender.
-template <class Message>
-class actor_control final : public control_block {
- public:
-  explicit actor_control(mpsc::weak_sender<envelope<Message>> mailbox) noexcept : mailbox_(std::move(mailbox)) {}
-
- private:
-  void nudge() noexcept override {
-    auto mailbox = mailbox_.upgrade();
-    if (!mailbox) return;
-    try {
-      (void)mailbox->try_send(envelope<Message>(std::in_place_index<1>));
-    } catch (const std::bad_alloc&) {
-      // The mailbox could not get its slots (its first message): the request waits in the control block
-      // until the actor's next message.
-    }
-  }
-
-  mpsc::weak_sender<envelope<Message>> mailbox_;
-};
-
 // A counted reference to a control block: shared_ptr's job in one pointer and no extra allocation.
 class control_ref {
  public:
@@ -438,8 +438,8 @@ template <class M, class Message>
 concept tellable = is_alternative<std::remove_cvref_t<M>, Message>::value;
 template <class M, class Message>
 concept askable = tellable<M, Message> && (has_responder<M> || declares_reply<M>);
-template <class A>
-struct actor_runner;
+template <class A, class Factory>
+class actor_cell;
 template <class A, class... Args>
 actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, control_ref supervisor,
                                                      actor_options options, Args&&... args);
@@ -571,8 +571,6 @@ class actor_ref {
   bool same_actor(const actor_ref& other) const noexcept { return mailbox_.same_channel(other.mailbox_); }
 
  private:
-  template <class A>
-  friend struct detail::actor_runner;
   friend class actor<Message>;
   template <class A, class... Args>
   friend actor_ref<typename A::message_type> detail::spawn_actor_with(runtime&,
@@ -592,12 +590,38 @@ class actor_ref {
 };
 
 namespace detail {
-// How an actor reaches itself without keeping itself alive: a weak mailbox sender.
+// The part of an actor's cell that depends on its message type only: the control block and the mailbox's
+// core, as bases (the core's disposal, and the actor's self(), find the cell from them).
 template <class Message>
-struct actor_identity {
-  mpsc::weak_sender<envelope<Message>> mailbox;
-  control_ref control;
-  postal::runtime* runtime = nullptr;
+class mailbox_cell : public control_block, public mpsc::detail::bounded_core<envelope<Message>> {
+ public:
+  using core_type = mpsc::detail::bounded_core<envelope<Message>>;
+
+  explicit mailbox_cell(std::size_t capacity) : core_type(capacity) {
+    retain_body(this);  // held by the mailbox's handles together (core_released)
+    retain_body(this);  // held by the control block's references together (control_block::release)
+  }
+
+  core_type& core() noexcept { return *this; }
+  postal::runtime& runtime() noexcept { return body_runtime(this); }
+  // A sender while any ref to the actor exists (self() needs no weak sender of its own).
+  std::optional<mpsc::sender<envelope<Message>>> upgrade() noexcept { return mpsc::detail::upgrade_core(core()); }
+  // The mailbox's last handle is gone.
+  void core_released() noexcept { release_body(this); }
+
+ private:
+  // Puts a nudge in the mailbox if there is room (a full mailbox means the actor will look at the flag
+  // after its current message anyway).
+  void nudge() noexcept override {
+    auto mailbox = upgrade();
+    if (!mailbox) return;
+    try {
+      (void)mailbox->try_send(envelope<Message>(std::in_place_index<1>));
+    } catch (const std::bad_alloc&) {
+      // The mailbox could not get its slots (its first message): the request waits in the control block
+      // until the actor's next message.
+    }
+  }
 };
 }  // namespace detail
 
@@ -618,28 +642,30 @@ class actor {
   /// This actor's own address. It does not keep the actor alive. Throws std::logic_error when no other
   /// ref exists any more (the actor is then handling its last queued messages before it stops).
   actor_ref<Message> self() const {
-    auto mailbox = identity_->mailbox.upgrade();
+    auto mailbox = cell_->upgrade();
     if (!mailbox)
       throw std::logic_error("postal::actor::self: every ref to this actor is gone; it is stopping");
-    return actor_ref<Message>(std::move(*mailbox), identity_->control);
+    cell_->add_ref();
+    return actor_ref<Message>(std::move(*mailbox), detail::control_ref(cell_));
   }
   /// Stops the actor after the current message: drain handles what is queued first, drop destroys it
   /// (askers get no_reply). New tells fail from now on. The exit reason is normal.
   void stop(stop_mode mode = stop_mode::drain) { requested_stop_ = mode; }
   /// The runtime the actor runs on (to spawn tasks or other actors).
-  postal::runtime& runtime() const { return *identity_->runtime; }
+  postal::runtime& runtime() const { return cell_->runtime(); }
   /// Spawns an actor that this one supervises: when the child's policy is supervision::escalate, its
   /// failure becomes this actor's failure, to which this actor's own policy applies.
   template <class A, class... Args>
   actor_ref<typename A::message_type> spawn_child(actor_options options, Args&&... args) {
-    return detail::spawn_actor_with<A>(runtime(), identity_->control, options, std::forward<Args>(args)...);
+    cell_->add_ref();
+    return detail::spawn_actor_with<A>(runtime(), detail::control_ref(cell_), options, std::forward<Args>(args)...);
   }
 
  private:
-  template <class A>
-  friend struct detail::actor_runner;
+  template <class A, class Factory>
+  friend class detail::actor_cell;
 
-  const detail::actor_identity<Message>* identity_ = nullptr;
+  detail::mailbox_cell<Message>* cell_ = nullptr;
   std::optional<stop_mode> requested_stop_;
 };
 
@@ -710,49 +736,231 @@ constexpr bool valid_handler_result() {
 std::string describe(std::exception_ptr error);
 void report_actor_failure(const std::string& what, bool restarting) noexcept;
 
-// Runs one actor as a task: the mailbox loop, stop requests, supervision. Owned by the task's frame.
-template <class A>
-struct actor_runner {
+// One actor, in one allocation: its runtime job (allocate_body), and behind it this cell, holding the control
+// block (a base), the mailbox's core (a base, laid out compactly), the runner's state and the actor object
+// itself. The runner is a state machine (task_body), not a coroutine: an idle actor keeps no frame. Each
+// step() runs until the actor must wait: for a message (its waker is parked in the mailbox), for a
+// coroutine handler or hook (the job runs that task, then steps again), or after a yield.
+template <class A, class Factory>
+class actor_cell final : public mailbox_cell<typename A::message_type> {
   using Message = typename A::message_type;
+  using item = envelope<Message>;
+  using outcome = task_body::outcome;
+  using result = task_body::result;
 
-  actor_runner(mpsc::receiver<envelope<Message>> mailbox, actor_identity<Message> identity,
-               control_ref supervisor, const actor_options& options)
-      : mailbox(std::move(mailbox)),
-        identity(std::move(identity)),
-        supervisor(std::move(supervisor)),
-        period(options.on_failure.period),
-        max_restarts(clamp32(options.on_failure.max_restarts)),
-        batch(clamp32(options.batch)),
-        policy(options.on_failure.policy) {}
+ public:
+  // Builds the cell in the storage of allocate_body; `first` receives the mailbox's first sender.
+  actor_cell(control_ref supervisor, const actor_options& options, Factory factory,
+             std::optional<mpsc::sender<item>>& first)
+      : mailbox_cell<Message>(options.mailbox_capacity),
+        mailbox_(adopt(*this, first)),
+        supervisor_(std::move(supervisor)),
+        period_(options.on_failure.period),
+        max_restarts_(clamp32(options.on_failure.max_restarts)),
+        batch_(clamp32(options.batch)),
+        policy_(options.on_failure.policy),
+        factory_(std::move(factory)) {}
+
+  ~actor_cell() override = default;
+
+  result step(suspend_hooks& job) noexcept override {
+    parked_ = false;  // a parked waker has been used: this turn is its wake-up
+    for (;;) {
+      if (phase_ == phase::stopped) {
+        if (pending_) {
+          try {
+            take_pending();
+          } catch (...) {
+            report_actor_failure("on_stop threw: " + describe(std::current_exception()), false);
+          }
+        }
+        end();
+        return {outcome::finished};
+      }
+      try {
+        if (pending_) take_pending();  // a handler's or hook's task has finished: its exception is thrown here
+        switch (phase_) {
+          case phase::start:
+            build();
+            phase_ = phase::receive;
+            if constexpr (has_on_start<A>) {
+              if (auto work = invoke_member([this] { return instance().on_start(); })) return await(work, job);
+            }
+            break;
+          case phase::receive:
+            apply_requests();
+            if (take_next()) {
+              phase_ = phase::dispatch;
+              if (++in_a_row_ >= batch_) {  // a batch handled: other work on this worker runs first
+                in_a_row_ = 0;
+                job.yield({});
+                return {outcome::waiting};
+              }
+              break;
+            }
+            in_a_row_ = 0;
+            if constexpr (has_on_idle<A>) {
+              // The tasks queued on this worker get one turn before on_idle: they are often the senders of
+              // the next messages (callers just answered), which then join the batch that on_idle flushes.
+              // With nothing else queued here this costs nothing.
+              phase_ = phase::idle_yielded;
+              if (job.yield_here({})) return {outcome::waiting};
+              phase_ = phase::idle;  // nothing else ran here, so nothing new to look for
+            } else {
+              phase_ = phase::park;
+            }
+            break;
+          case phase::idle_yielded:
+            phase_ = take_next() ? phase::dispatch : phase::idle;
+            break;
+          case phase::idle:
+            phase_ = phase::idle_hooked;
+            if constexpr (has_on_idle<A>) {
+              if (auto work = invoke_member([this] { return instance().on_idle(); })) return await(work, job);
+            }
+            break;
+          case phase::idle_hooked:
+            phase_ = take_next() ? phase::dispatch : phase::park;
+            break;
+          case phase::park: {
+            auto next = mailbox_.try_recv();
+            if (next) {
+              current_.emplace(std::move(*next));
+              phase_ = phase::dispatch;
+            } else if (next.error() == mpsc::try_recv_error::disconnected) {
+              phase_ = phase::stop;  // closed (or every ref gone) and drained
+            } else if (this->core().park(job.waker_for({}))) {
+              parked_ = true;
+              return {outcome::waiting};
+            }  // else a message is on its way, or the mailbox just finished: look again
+            break;
+          }
+          case phase::dispatch:
+            phase_ = phase::dispatched;
+            if (auto work = dispatch(instance(), *current_)) return await(work, job);
+            break;
+          case phase::dispatched:
+            current_.reset();
+            phase_ = phase::receive;
+            break;
+          case phase::stop:
+            phase_ = phase::stopped;
+            if constexpr (has_on_stop<A>) {
+              if (alive_) {
+                try {
+                  const exit_reason& why = reason_ ? *reason_ : normal_exit();
+                  if (auto work = invoke_member([&] { return instance().on_stop(why); })) return await(work, job);
+                } catch (...) {
+                  report_actor_failure("on_stop threw: " + describe(std::current_exception()), false);
+                }
+              }
+            }
+            break;
+          case phase::stopped:
+            break;
+        }
+      } catch (...) {
+        fail(std::current_exception());
+      }
+    }
+  }
+
+  // Runtime shutdown cancels the actor while it waits: as if its frame were destroyed. The actor object
+  // goes, and the actor is marked ended (killed), so monitors never hang; its mailbox closes and what is
+  // queued is destroyed (askers get no_reply).
+  void cancel() noexcept override {
+    if (std::exchange(parked_, false)) this->core().unpark();
+    pending_.reset();
+    current_.reset();
+    destroy_instance();
+    if (!control_block::finished()) control_block::finish(exit_reason{exit_reason::kind_type::killed, "cancelled at runtime shutdown"});
+    release_state();
+  }
+
+ private:
+  enum class phase : std::uint8_t {
+    start,         // build the actor object, run on_start
+    receive,       // apply stop requests, take the next message
+    idle_yielded,  // found the mailbox empty and let this worker's queued tasks run: look again
+    idle,          // run on_idle
+    idle_hooked,   // ran on_idle: look again
+    park,          // wait for a message
+    dispatch,      // run the handler of current_
+    dispatched,    // its handler is done
+    stop,          // run on_stop
+    stopped,       // on_stop is done: end
+  };
 
   static std::uint32_t clamp32(std::size_t n) noexcept {
     return static_cast<std::uint32_t>(std::min<std::size_t>(n, std::numeric_limits<std::uint32_t>::max()));
   }
+  static mpsc::receiver<item> adopt(mailbox_cell<Message>& cell, std::optional<mpsc::sender<item>>& first) {
+    auto [tx, rx] = mpsc::detail::adopt_core(cell.core());
+    first.emplace(std::move(tx));
+    return std::move(rx);
+  }
+  static const exit_reason& normal_exit() {
+    static const exit_reason normal{};
+    return normal;
+  }
 
-  mpsc::receiver<envelope<Message>> mailbox;
-  actor_identity<Message> identity;
-  control_ref supervisor;  // the parent's, when spawned as a child
-  // What the runner needs of actor_options, packed (every byte here is in every actor's frame); counts
-  // past 2^32 - 1 mean "no limit" either way.
-  std::chrono::steady_clock::duration period;  // of the restart intensity
-  std::uint32_t max_restarts;
-  std::uint32_t batch;
-  supervision::policy_type policy;
+  // -- the actor object: in the cell, or on the heap if it needs more than malloc's alignment ------------
+  static constexpr bool inline_instance = alignof(A) <= alignof(std::max_align_t);
+  A& instance() noexcept {
+    if constexpr (inline_instance)
+      return *std::launder(reinterpret_cast<A*>(instance_storage_));
+    else
+      return *instance_storage_;
+  }
+  void build() {
+    if constexpr (inline_instance) {
+      factory_(static_cast<void*>(instance_storage_));
+    } else {
+      instance_storage_ = std::unique_ptr<A>(static_cast<A*>(factory_(nullptr)));
+    }
+    alive_ = true;
+    instance().cell_ = this;
+  }
+  void destroy_instance() noexcept {
+    if (!std::exchange(alive_, false)) return;
+    if constexpr (inline_instance)
+      std::destroy_at(&instance());
+    else
+      instance_storage_.reset();
+  }
+
+  // Awaits a handler's or hook's task: the job runs it, then calls step() again.
+  result await(std::optional<task<void>>& work, suspend_hooks& job) noexcept {
+    pending_ = std::move(work);
+    return task_body::await_child(task_access::handle(*pending_), job);
+  }
+  void take_pending() {
+    std::optional<task<void>> done = std::move(pending_);
+    pending_.reset();
+    task_access::take_result(*done);
+  }
+
+  bool take_next() {
+    auto next = mailbox_.try_recv();
+    if (!next) return false;
+    current_.emplace(std::move(*next));
+    return true;
+  }
 
   template <class M>
   static auto call_handler(A& instance, M& message) {
     static_assert(
         requires { instance.handle(message); },
         "the actor class has no handle(M&) for one of its message types");
-    using result = decltype(instance.handle(message));
-    static_assert(valid_handler_result<M, result>(),
+    using handler_result = decltype(instance.handle(message));
+    static_assert(valid_handler_result<M, handler_result>(),
                   "a handler returns void or postal::task<void>; a handler of a message that declares "
                   "`using reply_type = R;` returns R or postal::task<R> instead");
     return instance.handle(message);
   }
 
   // Runs the handler of an envelope; a coroutine handler's task is returned to be awaited.
-  static std::optional<task<void>> dispatch(A& instance, envelope<Message>& item) {
+  static std::optional<task<void>> dispatch(A& instance, item& next) {
     return std::visit(
         [&instance](auto& content) -> std::optional<task<void>> {
           using content_type = std::remove_cvref_t<decltype(content)>;
@@ -761,8 +969,8 @@ struct actor_runner {
                 [&instance](auto& message) { return invoke_member([&] { return call_handler(instance, message); }); },
                 content);
           } else if constexpr (is_asked<content_type>::value) {
-            using result = decltype(call_handler(instance, content.message));
-            if constexpr (is_task<result>::value) {
+            using handler_result = decltype(call_handler(instance, content.message));
+            if constexpr (is_task<handler_result>::value) {
               return send_reply(call_handler(instance, content.message), std::move(content.reply));
             } else {
               (void)content.reply.send(call_handler(instance, content.message));
@@ -772,191 +980,122 @@ struct actor_runner {
             return std::nullopt;  // a nudge: the control block was checked already
           }
         },
-        item);
-  }
-
-  // The next queued message, if any. A plain function, so its temporaries stay out of the frame.
-  std::optional<envelope<Message>> try_next() {
-    auto ready = mailbox.try_recv();
-    if (!ready) return std::nullopt;
-    return std::optional<envelope<Message>>(std::move(*ready));
+        next);
   }
 
   // Closes the mailbox; with drop, destroys what is queued (their askers get no_reply).
   void close_mailbox(stop_mode mode) {
-    mailbox.close();
+    mailbox_.close();
     if (mode == stop_mode::drop)
-      while (mailbox.try_recv()) {
+      while (mailbox_.try_recv()) {
       }
-  }
-
-  // Marks the actor ended even if its task is cancelled at runtime shutdown, so monitors never hang.
-  struct exit_guard {
-    control_block* control;
-    ~exit_guard() {
-      if (!control->finished())
-        control->finish(exit_reason{exit_reason::kind_type::killed, "cancelled at runtime shutdown"});
-    }
-  };
-
-  // Why the actor stops, once it does; null for a normal stop, so that an actor stopping normally (the
-  // common case) keeps no exit_reason (a string and a kind) in its frame.
-  using stop_reason = std::unique_ptr<exit_reason>;
-  static const exit_reason& normal_exit() {
-    static const exit_reason normal{};
-    return normal;
   }
 
   // Applies a stop the actor asked for (stop()) or a control request (kill, a child's escalated failure)
   // once, before the next message. Throws the escalated failure, so that supervision handles it like a
-  // handler's exception. A plain function, not part of the coroutine: its locals stay out of every
-  // actor's frame (g++ keeps each local of a coroutine in the frame, even one never alive across a
-  // suspension).
-  void apply_requests(A& instance, bool& closed, stop_reason& reason) {
-    if (instance.requested_stop_ && !closed) {
-      closed = true;
-      close_mailbox(*instance.requested_stop_);
-      reason.reset();  // normal
+  // handler's exception.
+  void apply_requests() {
+    A& self = instance();
+    if (self.requested_stop_ && !closed_) {
+      closed_ = true;
+      close_mailbox(*self.requested_stop_);
+      reason_.reset();  // normal
     }
-    if (identity.control->pending()) {
-      if (auto request = identity.control->take()) {
+    if (control_block::pending()) {
+      if (auto request = control_block::take()) {
         if (request->kind == control_request::kind_type::escalated_failure)
           throw std::runtime_error(request->reason.message);
-        closed = true;
+        closed_ = true;
         close_mailbox(request->mode);
-        reason = std::make_unique<exit_reason>(std::move(request->reason));
+        reason_ = std::make_unique<exit_reason>(std::move(request->reason));
       }
     }
   }
 
-  // A handler or hook threw (the message it handled is destroyed by now, so its asker got no_reply).
-  // Applies the supervision policy: true if the actor restarts; otherwise `reason` says why it stops, its
-  // mailbox is closed and emptied, and an escalating failure has been posted to the supervisor. A plain
-  // function, for the same reason as apply_requests.
-  bool recover(std::exception_ptr failure, stop_reason& reason) {
+  // A handler, hook or the actor's constructor threw: the message being handled is destroyed (its asker
+  // gets no_reply) and the supervision policy decides between a fresh actor object and the end.
+  void fail(std::exception_ptr failure) noexcept {
+    pending_.reset();
+    current_.reset();
+    bool restart = false;
+    try {
+      restart = recover(std::move(failure));
+    } catch (...) {  // no memory to describe the failure
+      reason_.reset();
+      close_mailbox(stop_mode::drop);
+    }
+    if (restart) {
+      destroy_instance();
+      phase_ = phase::start;
+    } else {
+      phase_ = phase::stop;
+    }
+  }
+
+  // Applies the supervision policy: true if the actor restarts; otherwise reason_ says why it stops, its
+  // mailbox is closed and emptied, and an escalating failure has been posted to the supervisor.
+  bool recover(std::exception_ptr failure) {
     const std::string what = describe(failure);
-    const supervision policy{this->policy, max_restarts, period};
-    if (policy.policy == supervision::policy_type::restart) {
+    if (policy_ == supervision::policy_type::restart) {
       const auto now = std::chrono::steady_clock::now();
-      if (!restarts) restarts = std::make_unique<std::vector<std::chrono::steady_clock::time_point>>();
-      std::erase_if(*restarts, [&](auto at) { return now - at > policy.period; });
-      if (restarts->size() < policy.max_restarts) {
-        restarts->push_back(now);
+      if (!restarts_) restarts_ = std::make_unique<std::vector<std::chrono::steady_clock::time_point>>();
+      std::erase_if(*restarts_, [&](auto at) { return now - at > period_; });
+      if (restarts_->size() < max_restarts_) {
+        restarts_->push_back(now);
         report_actor_failure(what, true);
         return true;
       }
-      reason = std::make_unique<exit_reason>(
+      reason_ = std::make_unique<exit_reason>(
           exit_reason::kind_type::failed,
-          what + " (restarted " + std::to_string(policy.max_restarts) + " times within " +
-              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(policy.period).count()) +
+          what + " (restarted " + std::to_string(max_restarts_) + " times within " +
+              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(period_).count()) +
               " ms: giving up)");
     } else {
-      reason = std::make_unique<exit_reason>(exit_reason::kind_type::failed, what);
-      if (policy.policy == supervision::policy_type::escalate && supervisor)
-        supervisor->post({control_request::kind_type::escalated_failure, stop_mode::drop,
-                          exit_reason{exit_reason::kind_type::failed, "a child actor failed: " + what}});
+      reason_ = std::make_unique<exit_reason>(exit_reason::kind_type::failed, what);
+      if (policy_ == supervision::policy_type::escalate && supervisor_)
+        supervisor_->post({control_request::kind_type::escalated_failure, stop_mode::drop,
+                           exit_reason{exit_reason::kind_type::failed, "a child actor failed: " + what}});
     }
     report_actor_failure(what, false);
     close_mailbox(stop_mode::drop);
     return false;
   }
 
-  // Calls on_stop if the actor has one; its task (if it is a coroutine) is returned to be awaited.
-  static std::optional<task<void>> call_on_stop(A& instance, const exit_reason& reason) {
-    if constexpr (has_on_stop<A>)
-      return invoke_member([&] { return instance.on_stop(reason); });
-    else
-      return std::nullopt;
+  // The end: the actor object goes, monitors learn the exit reason, and the cell lets go of its mailbox
+  // and supervisor. (The cell's memory stays while refs and monitors hold it.)
+  void end() noexcept {
+    destroy_instance();
+    control_block::finish(reason_ ? std::move(*reason_) : exit_reason{});
+    release_state();
   }
-  static void report_on_stop_failure(std::exception_ptr failure) {
-    report_actor_failure("on_stop threw: " + describe(failure), false);
+  void release_state() noexcept {
+    { auto gone = std::move(mailbox_); }  // closes the mailbox and destroys what is still queued
+    supervisor_ = nullptr;
+    restarts_.reset();
+    reason_.reset();
   }
 
-  // Times of recent restarts, for the restart intensity; allocated by the first failure.
-  std::unique_ptr<std::vector<std::chrono::steady_clock::time_point>> restarts;
-
-  // The runner lives in the coroutine frame (a by-value parameter): one allocation less per actor. Every
-  // local here costs each actor bytes while it waits for messages, so slow paths live in plain functions
-  // and one `pending` task holds whichever hook or handler task is being awaited.
-  // `factory` builds the actor (again after a restart); a lambda holding the spawn arguments, so an actor
-  // spawned without arguments keeps no bytes for it.
-  template <class Factory>
-  static task<void> run(actor_runner me, Factory factory) {
-    exit_guard guard{me.identity.control.get()};
-    stop_reason reason;
-    std::unique_ptr<A> instance;
-    std::optional<task<void>> pending;
-    bool needs_start = true;
-    bool closed = false;
-    std::uint32_t in_a_row = 0;
-
-    for (;;) {
-      std::exception_ptr failure;
-      try {
-        if (needs_start) {
-          needs_start = false;
-          instance = factory();
-          instance->identity_ = &me.identity;
-          if constexpr (has_on_start<A>) {
-            if ((pending = invoke_member([&] { return instance->on_start(); }))) {
-              co_await std::move(*pending);
-              pending.reset();  // its frame (and what it holds) goes now, not at the next hook
-            }
-          }
-        }
-        for (;;) {
-          me.apply_requests(*instance, closed, reason);
-          std::optional<envelope<Message>> next = me.try_next();
-          if (next) {
-            if (++in_a_row >= me.batch) {
-              in_a_row = 0;
-              co_await yield_now();
-            }
-          } else {
-            in_a_row = 0;
-            if constexpr (has_on_idle<A>) {
-              // The tasks queued on this worker get one turn first: they are often the senders of the next
-              // messages (callers just answered), which then join the batch that on_idle flushes. With
-              // nothing else queued here this costs nothing.
-              if (co_await yield_here()) next = me.try_next();
-              if (!next) {
-                if ((pending = invoke_member([&] { return instance->on_idle(); }))) {
-                  co_await std::move(*pending);
-                  pending.reset();
-                }
-                next = me.try_next();
-              }
-            }
-            if (!next) next = co_await me.mailbox.recv();
-          }
-          if (!next) break;  // closed (or every ref gone) and drained
-          if ((pending = dispatch(*instance, *next))) {
-            co_await std::move(*pending);
-            pending.reset();
-          }
-        }
-        break;
-      } catch (...) {
-        failure = std::current_exception();
-      }
-      pending.reset();
-      if (!me.recover(std::move(failure), reason)) break;
-      instance.reset();
-      needs_start = true;
-    }
-    if constexpr (has_on_stop<A>) {
-      if (instance) {
-        try {
-          if ((pending = call_on_stop(*instance, reason ? *reason : normal_exit()))) co_await std::move(*pending);
-        } catch (...) {
-          report_on_stop_failure(std::current_exception());
-        }
-      }
-    }
-    pending.reset();
-    instance.reset();
-    me.identity.control->finish(reason ? std::move(*reason) : exit_reason{});
-  }
+  // Every byte below is in every actor, so the state is packed and what only failures need is allocated
+  // by the first failure.
+  mpsc::receiver<item> mailbox_;
+  control_ref supervisor_;  // the parent's, when spawned as a child
+  std::chrono::steady_clock::duration period_;  // of the restart intensity
+  std::uint32_t max_restarts_;  // counts past 2^32 - 1 mean "no limit" either way
+  std::uint32_t batch_;
+  std::uint32_t in_a_row_ = 0;  // messages handled since the last yield
+  supervision::policy_type policy_;
+  phase phase_ = phase::start;
+  bool alive_ = false;   // the actor object exists
+  bool closed_ = false;  // a stop closed the mailbox
+  bool parked_ = false;  // a waker is parked in the mailbox
+  // The message being handled (a coroutine handler refers to it). Here, a small one fills the padding.
+  std::optional<item> current_;
+  std::unique_ptr<exit_reason> reason_;  // why the actor stops, once it does; null for a normal stop
+  std::optional<task<void>> pending_;    // the handler's or hook's task being awaited
+  std::unique_ptr<std::vector<std::chrono::steady_clock::time_point>> restarts_;  // recent restarts
+  [[no_unique_address]] Factory factory_;  // builds the actor object (again after a restart)
+  alignas(inline_instance ? alignof(A) : alignof(std::unique_ptr<A>))
+      std::conditional_t<inline_instance, unsigned char[sizeof(A)], std::unique_ptr<A>> instance_storage_;
 };
 
 template <class A, class... Args>
@@ -964,13 +1103,30 @@ actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, control_ref su
                                                      actor_options options, Args&&... args) {
   using Message = typename A::message_type;
   static_assert(std::is_base_of_v<actor<Message>, A>, "an actor class derives from postal::actor<Message>");
-  auto [tx, rx] = mpsc::channel<envelope<Message>>(options.mailbox_capacity);
-  control_ref control(new actor_control<Message>(tx.downgrade()));
-  actor_runner<A> runner(std::move(rx), actor_identity<Message>{tx.downgrade(), control, &rt},
-                         std::move(supervisor), options);
-  actor_ref<Message> ref(std::move(tx), std::move(control));
-  rt.spawn_detached(actor_runner<A>::run(
-      std::move(runner), [... saved = std::forward<Args>(args)]() { return std::make_unique<A>(saved...); }));
+  if (options.mailbox_capacity == 0)
+    throw std::invalid_argument("postal::spawn_actor: the mailbox capacity must be at least 1");
+  if (options.mailbox_capacity > mpsc::max_channel_capacity)
+    throw std::invalid_argument("postal::spawn_actor: mailbox capacity above mpsc::max_channel_capacity");
+  // Builds the actor object in `storage`, or on the heap when given none; keeps the spawn arguments for a
+  // restart (an actor spawned without arguments keeps no bytes for them).
+  auto factory = [... saved = std::forward<Args>(args)](void* storage) -> void* {
+    if (storage == nullptr) return new A(saved...);
+    return ::new (storage) A(saved...);
+  };
+  using cell = actor_cell<A, decltype(factory)>;
+  void* storage = allocate_body(&rt, sizeof(cell));
+  std::optional<mpsc::sender<envelope<Message>>> first;
+  cell* built;
+  try {
+    built = ::new (storage) cell(std::move(supervisor), options, std::move(factory), first);
+  } catch (...) {
+    discard_storage(storage);
+    throw;
+  }
+  // The runtime finds the body at the start of the storage (the first base's first base).
+  if (static_cast<void*>(static_cast<task_body*>(built)) != storage) std::terminate();
+  actor_ref<Message> ref(std::move(*first), control_ref(built));
+  start_body(built);  // after shutdown: throws, and ref's destructor lets go of the cell
   return ref;
 }
 
