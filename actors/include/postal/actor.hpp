@@ -98,7 +98,10 @@ struct supervision {
 
 /// Settings chosen when spawning an actor.
 struct actor_options {
-  /// Mailbox capacity: a tell waits (backpressure) while this many messages are queued.
+  /// Mailbox capacity: a tell waits (backpressure) while this many messages are queued. The mailbox's ring
+  /// (this many slots, rounded up to a power of two, each a little larger than the largest message type)
+  /// is allocated by the first message and kept while the actor lives: for many mostly idle actors, a
+  /// small capacity saves memory (an actor that never got a message has no ring).
   std::size_t mailbox_capacity = 1024;
   /// Messages handled in a row before the actor yields its worker to other work.
   std::size_t batch = 128;
