@@ -249,6 +249,54 @@ TEST_CASE("while a handler awaits, the actor takes no other message", "[actor]")
   CHECK(*notes == 2);
 }
 
+TEST_CASE("a handler returning std::optional<task<void>> is awaited only when it returns a task", "[actor]") {
+  struct step {
+    int id = 0;
+    std::shared_ptr<postal::oneshot::receiver<int>> gate;  // wait for it, if given
+    bool fail_later = false;                                // throw from the task, after the gate
+  };
+  struct log {
+    postal::responder<std::vector<int>> reply;
+  };
+  using message = std::variant<step, log>;
+  class stepper : public postal::actor<message> {
+   public:
+    std::optional<task<void>> handle(step& m) {
+      seen_.push_back(m.id);
+      if (!m.gate) return std::nullopt;  // done at once
+      return finish(m);
+    }
+    void handle(log& m) { (void)m.reply.send(seen_); }
+
+   private:
+    task<void> finish(step& m) {
+      (void)co_await *m.gate;
+      if (m.fail_later) throw std::runtime_error("failed after waiting");
+      seen_.push_back(-m.id);
+    }
+    std::vector<int> seen_;
+  };
+  runtime rt(runtime_options{.workers = 2});
+  auto actor = postal::spawn_actor<stepper>(rt, actor_options{.mailbox_capacity = 8});
+  auto [open, opened] = postal::oneshot::channel<int>();
+  REQUIRE(actor.blocking_tell(step{1, nullptr}));
+  REQUIRE(actor.blocking_tell(step{2, std::make_shared<postal::oneshot::receiver<int>>(std::move(opened))}));
+  REQUIRE(actor.blocking_tell(step{3, nullptr}));
+  (void)open.send(1);
+  auto first = actor.blocking_ask(log{});
+  REQUIRE(first);
+  CHECK(*first == std::vector<int>{1, 2, -2, 3});  // 3 waited for 2's task
+
+  // An exception from the returned task is the handler's failure: the default policy stops the actor.
+  auto [fail_open, fail_opened] = postal::oneshot::channel<int>();
+  auto monitor = actor.monitor();
+  REQUIRE(actor.blocking_tell(step{4, std::make_shared<postal::oneshot::receiver<int>>(std::move(fail_opened)), true}));
+  (void)fail_open.send(1);
+  auto reason = monitor.blocking_exit();
+  CHECK(reason.is_failed());
+  CHECK(reason.message == "failed after waiting");
+}
+
 TEST_CASE("a full mailbox suspends the sending tasks, not their worker threads", "[actor][backpressure]") {
   struct hold {
     std::shared_ptr<postal::oneshot::receiver<int>> gate;

@@ -5,7 +5,9 @@
 // Not for: the channels themselves (mailboxes/) or scheduling (runtime.hpp).
 //
 // The framework calls exactly these members of your actor class, and nothing else:
-//   handle(M&)        one per message type M of the variant; returns void or postal::task<void>
+//   handle(M&)        one per message type M of the variant; returns void, postal::task<void>, or
+//                     std::optional<postal::task<void>> (a task only when it has to wait: no coroutine frame
+//                     for the messages it handles at once)
 //   on_start()        optional; before the first message (and after each restart); void or task<void>
 //   on_stop(reason)   optional; once, after the last message; void or task<void>
 //   on_idle()         optional; each time the mailbox is found empty, before the actor waits for more (to
@@ -712,7 +714,7 @@ std::optional<task<void>> invoke_member(F&& call) {
   if constexpr (std::is_void_v<result>) {
     std::forward<F>(call)();
     return std::nullopt;
-  } else if constexpr (std::is_same_v<result, task<void>>) {
+  } else if constexpr (std::is_same_v<result, task<void>> || std::is_same_v<result, std::optional<task<void>>>) {
     return std::forward<F>(call)();
   } else if constexpr (is_task<result>::value) {
     return discard_reply(std::forward<F>(call)());
@@ -722,11 +724,12 @@ std::optional<task<void>> invoke_member(F&& call) {
   }
 }
 
-// Checks a handler's return type: void or task<void>, or for a message with `using reply_type = R;` also R
-// or task<R>.
+// Checks a handler's return type: void, task<void> or std::optional<task<void>>, or for a message with
+// `using reply_type = R;` R or task<R> instead.
 template <class M, class Result>
 constexpr bool valid_handler_result() {
-  if constexpr (std::is_void_v<Result> || std::is_same_v<Result, task<void>>) {
+  if constexpr (std::is_void_v<Result> || std::is_same_v<Result, task<void>> ||
+                std::is_same_v<Result, std::optional<task<void>>>) {
     return !declares_reply<M>;
   } else if constexpr (declares_reply<M>) {
     using R = typename M::reply_type;
@@ -957,7 +960,8 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
         "the actor class has no handle(M&) for one of its message types");
     using handler_result = decltype(instance.handle(message));
     static_assert(valid_handler_result<M, handler_result>(),
-                  "a handler returns void or postal::task<void>; a handler of a message that declares "
+                  "a handler returns void, postal::task<void> or std::optional<postal::task<void>>; a "
+                  "handler of a message that declares "
                   "`using reply_type = R;` returns R or postal::task<R> instead");
     return instance.handle(message);
   }
