@@ -115,11 +115,14 @@ TEST_CASE("on_idle runs when the mailbox is found empty, after the messages queu
   auto ref = postal::spawn_actor<batcher>(rt, actor_options{});
   auto [open, opened] = postal::oneshot::channel<bool>();
   REQUIRE(ref.blocking_tell(hold{std::move(opened)}));
-  for (int i = 0; i < 5; ++i) REQUIRE(ref.blocking_tell(item{i}));  // queued while the actor is held
+  // Queued while the actor is held: five items, then the request for the next batch.
+  for (int i = 0; i < 5; ++i) REQUIRE(ref.blocking_tell(item{i}));
+  auto [batch_reply, batch] = postal::oneshot::channel<std::vector<int>>();
+  REQUIRE(ref.blocking_tell(next_batch{std::move(batch_reply)}));
   (void)open.send(true);
-  // The five items were queued before the actor looked for more, so no on_idle ran between them; this
-  // request comes after them, and the on_idle that finds the mailbox empty answers it.
-  auto first = ref.blocking_ask(next_batch{});
+  // All of it was queued before the actor looked for more, so no on_idle ran in between; the on_idle that
+  // then finds the mailbox empty answers with the five items.
+  auto first = batch.blocking_recv();
   REQUIRE(first);
   CHECK(*first == std::vector<int>{0, 1, 2, 3, 4});
   // One told later is a batch of its own.
