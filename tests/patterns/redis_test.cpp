@@ -44,6 +44,28 @@ redis::connection_options options_for(std::uint16_t port) {
   return options;
 }
 
+// `tasks` tasks, each doing SET then GET `rounds` times through one manager; how many of their GETs
+// returned what they set.
+int pipeline_from_tasks(runtime& rt, redis::connection manager, int tasks, int rounds) {
+  std::vector<postal::join_handle<int>> clients;
+  for (int c = 0; c < tasks; ++c)
+    clients.push_back(rt.spawn([](redis::connection manager, int c, int rounds) -> task<int> {
+      int good = 0;
+      for (int i = 0; i < rounds; ++i) {
+        const std::string key = "p" + std::to_string(c) + ":" + std::to_string(i);
+        redis::set store{key, std::to_string(c * 100000 + i), {}};
+        if (!co_await redis::query(manager, std::move(store))) co_return good;
+        redis::get load{key, {}};
+        auto value = co_await redis::query(manager, std::move(load));
+        if (value && *value == std::optional<std::string>(std::to_string(c * 100000 + i))) ++good;
+      }
+      co_return good;
+    }(manager, c, rounds)));
+  int good = 0;
+  for (auto& client : clients) good += client.blocking_join();
+  return good;
+}
+
 TEST_CASE("the connection manager runs every command against a real redis-server", "[redis]") {
   test_support::redis_server server;
   runtime rt(runtime_options{.workers = 2});
@@ -84,21 +106,7 @@ TEST_CASE("the connection manager runs every command against a real redis-server
     CHECK(redis::blocking_query(manager, redis::get{"text", {}}).value() == std::optional<std::string>("abc"));
   }
   SECTION("fifty tasks pipeline through one manager; every reply matches its command") {
-    std::vector<postal::join_handle<int>> clients;
-    for (int c = 0; c < 50; ++c)
-      clients.push_back(rt.spawn([](redis::connection manager, int c) -> task<int> {
-        int good = 0;
-        for (int i = 0; i < 200; ++i) {
-          const std::string key = "k" + std::to_string(c) + ":" + std::to_string(i);
-          redis::set store{key, std::to_string(c * 1000 + i), {}};
-          if (!co_await redis::query(manager, std::move(store))) co_return good;
-          redis::get load{key, {}};
-          auto value = co_await redis::query(manager, std::move(load));
-          if (value && *value == std::optional<std::string>(std::to_string(c * 1000 + i))) ++good;
-        }
-        co_return good;
-      }(manager, c)));
-    for (auto& client : clients) CHECK(client.blocking_join() == 200);
+    CHECK(pipeline_from_tasks(rt, manager, 50, 200) == 50 * 200);
   }
   SECTION("a pool spreads commands over its managers behind one ref") {
     auto pool = redis::spawn_pool(rt, 3, options_for(server.port()));
@@ -109,27 +117,6 @@ TEST_CASE("the connection manager runs every command against a real redis-server
     for (char c : clients->text) lines += c == '\n';
     CHECK(lines >= 4);  // the pool's three connections and the first manager's
   }
-}
-
-// Fifty tasks doing SET then GET through one manager; how many of their GETs returned what they set.
-int pipeline_from_tasks(runtime& rt, redis::connection manager, int tasks, int rounds) {
-  std::vector<postal::join_handle<int>> clients;
-  for (int c = 0; c < tasks; ++c)
-    clients.push_back(rt.spawn([](redis::connection manager, int c, int rounds) -> task<int> {
-      int good = 0;
-      for (int i = 0; i < rounds; ++i) {
-        const std::string key = "p" + std::to_string(c) + ":" + std::to_string(i);
-        redis::set store{key, std::to_string(c * 100000 + i), {}};
-        if (!co_await redis::query(manager, std::move(store))) co_return good;
-        redis::get load{key, {}};
-        auto value = co_await redis::query(manager, std::move(load));
-        if (value && *value == std::optional<std::string>(std::to_string(c * 100000 + i))) ++good;
-      }
-      co_return good;
-    }(manager, c, rounds)));
-  int good = 0;
-  for (auto& client : clients) good += client.blocking_join();
-  return good;
 }
 
 TEST_CASE("pipelining and reply polling settings: every reply matches its command, whatever they are",
