@@ -777,7 +777,7 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
           try {
             take_pending();
           } catch (...) {
-            report_actor_failure("on_stop threw: " + describe(std::current_exception()), false);
+            report_on_stop_failure();
           }
         }
         end();
@@ -857,7 +857,7 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
                   const exit_reason& why = reason_ ? *reason_ : normal_exit();
                   if (auto work = invoke_member([&] { return instance().on_stop(why); })) return await(work, job);
                 } catch (...) {
-                  report_actor_failure("on_stop threw: " + describe(std::current_exception()), false);
+                  report_on_stop_failure();
                 }
               }
             }
@@ -904,6 +904,10 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
     auto [tx, rx] = mpsc::detail::adopt_core(cell.core());
     first.emplace(std::move(tx));
     return std::move(rx);
+  }
+  // In a handler of an exception from on_stop: reported, not supervised (the actor is stopping anyway).
+  static void report_on_stop_failure() {
+    report_actor_failure("on_stop threw: " + describe(std::current_exception()), false);
   }
   static const exit_reason& normal_exit() {
     static const exit_reason normal{};
@@ -1110,10 +1114,7 @@ actor_ref<typename A::message_type> spawn_actor_with(runtime& rt, control_ref su
                                                      actor_options options, Args&&... args) {
   using Message = typename A::message_type;
   static_assert(std::is_base_of_v<actor<Message>, A>, "an actor class derives from postal::actor<Message>");
-  if (options.mailbox_capacity == 0)
-    throw std::invalid_argument("postal::spawn_actor: the mailbox capacity must be at least 1");
-  if (options.mailbox_capacity > mpsc::max_channel_capacity)
-    throw std::invalid_argument("postal::spawn_actor: mailbox capacity above mpsc::max_channel_capacity");
+  mpsc::detail::check_capacity(options.mailbox_capacity, "postal::spawn_actor: the mailbox");
   // Builds the actor object in `storage`, or on the heap when given none; keeps the spawn arguments for a
   // restart (an actor spawned without arguments keeps no bytes for them).
   auto factory = [... saved = std::forward<Args>(args)](void* storage) -> void* {

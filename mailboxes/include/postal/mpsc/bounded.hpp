@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -33,6 +34,12 @@ class receiver;
 namespace detail {
 // The first sender and the receiver of a core built in place, where core_traits<T>::dispose knows how to
 // free it (a channel() core is freed with delete). They take over the counts a new core starts with.
+// Throws std::invalid_argument, naming `who`, unless 1 <= capacity <= max_channel_capacity.
+inline void check_capacity(std::size_t capacity, const char* who) {
+  if (capacity == 0) throw std::invalid_argument(std::string(who) + ": capacity must be at least 1");
+  if (capacity > max_channel_capacity)
+    throw std::invalid_argument(std::string(who) + ": capacity above max_channel_capacity");
+}
 template <class T>
 std::pair<sender<T>, receiver<T>> adopt_core(bounded_core<T>& core) noexcept;
 // A new sender of such a core while any strong sender exists (weak_sender::upgrade, for an owner that keeps
@@ -656,9 +663,7 @@ std::pair<sender<T>, receiver<T>> channel(std::size_t capacity) {
                 "use a value type (std::monostate for no value)");
   static_assert(std::is_nothrow_move_constructible_v<T> && std::is_nothrow_destructible_v<T>,
                 "postal::mpsc needs a nothrow move-constructible value type");
-  if (capacity == 0) throw std::invalid_argument("postal::mpsc::channel: capacity must be at least 1");
-  if (capacity > max_channel_capacity)
-    throw std::invalid_argument("postal::mpsc::channel: capacity above max_channel_capacity");
+  detail::check_capacity(capacity, "postal::mpsc::channel");
   auto* core = new detail::bounded_core<T>(capacity);
   return {sender<T>(core, typename sender<T>::adopt_t{}), receiver<T>(core)};
 }
