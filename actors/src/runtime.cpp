@@ -271,8 +271,9 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
   task_body* body() noexcept {
     return std::launder(reinterpret_cast<task_body*>(reinterpret_cast<char*>(this) + body_offset_of()));
   }
-  // Frees a job whose body was never constructed.
-  void discard_unbuilt() noexcept {
+  // Destroys a job allocated with room for a body, and frees that memory: the body is destroyed already,
+  // or was never constructed.
+  void free_with_storage() noexcept {
     this->~task_job();
     ::operator delete(static_cast<void*>(this));
   }
@@ -391,8 +392,7 @@ class task_job final : public caf::resumable, public suspend_hooks, public posta
       return;
     }
     postal::detail::body_access::destroy(body());
-    this->~task_job();
-    ::operator delete(static_cast<void*>(this));
+    free_with_storage();
   }
 
  private:
@@ -727,7 +727,7 @@ void* detail::allocate_body(runtime* owner, std::size_t size) {
 }
 
 void detail::discard_storage(void* storage) noexcept {
-  task_job::of_storage(storage)->discard_unbuilt();
+  task_job::of_storage(storage)->free_with_storage();
 }
 
 void detail::start_body(task_body* body) {
