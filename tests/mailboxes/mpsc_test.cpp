@@ -56,6 +56,7 @@
 // drop_all_elements_during_panic: a throwing destructor terminates in C++ (destructors are noexcept); that
 //   every buffered value is destroyed is checked by "every value is destroyed exactly once"
 // AssertRefUnwindSafe / AssertUnwindSafe impls: Rust unwind-safety markers, no C++ counterpart
+#include <postal/detail/channel_access.hpp>
 #include <postal/mpsc.hpp>
 
 #include <atomic>
@@ -1812,7 +1813,7 @@ TEST_CASE("tasks sending and reserving on one thread race a receiver destroyed o
   CHECK(counted::live.load() == before);
 }
 
-// -- a core embedded in another object (how an actor holds its mailbox): core_traits --------------------
+// -- a core embedded in another object (how an actor holds its mailbox): the seam's core_traits -----------
 
 namespace embedded {
 struct item {
@@ -1823,20 +1824,20 @@ std::atomic<int> disposed{0};
 }  // namespace embedded
 
 template <>
-struct postal::mpsc::detail::core_traits<embedded::item> {
+struct postal::channel_access::core_traits<embedded::item> {
   static constexpr bool compact = true;
   static void dispose(bounded_core<embedded::item>* core) noexcept;
 };
 
 namespace embedded {
 // The object the core lives in; the core is freed with it, through the trait's dispose.
-struct holder : postal::mpsc::detail::bounded_core<item> {
+struct holder : postal::channel_access::bounded_core<item> {
   explicit holder(std::size_t capacity) : bounded_core<item>(capacity) {}
   int other_state = 42;
 };
 }  // namespace embedded
 
-void postal::mpsc::detail::core_traits<embedded::item>::dispose(bounded_core<embedded::item>* core) noexcept {
+void postal::channel_access::core_traits<embedded::item>::dispose(bounded_core<embedded::item>* core) noexcept {
   auto* owner = static_cast<embedded::holder*>(core);
   CHECK(owner->other_state == 42);
   embedded::disposed.fetch_add(1);
@@ -1846,14 +1847,14 @@ void postal::mpsc::detail::core_traits<embedded::item>::dispose(bounded_core<emb
 TEST_CASE("a compact core embedded in another object carries values between threads and is disposed once, "
           "after its last handle",
           "[mpsc][threads]") {
-  using core_type = postal::mpsc::detail::bounded_core<embedded::item>;
-  static_assert(sizeof(core_type) < sizeof(postal::mpsc::detail::bounded_core<int>));
+  using core_type = postal::channel_access::bounded_core<embedded::item>;
+  static_assert(sizeof(core_type) < sizeof(postal::channel_access::bounded_core<int>));
   static_assert(alignof(core_type) <= alignof(std::max_align_t));
   const long before = counted::live.load();
   embedded::disposed = 0;
   {
     auto* owner = new embedded::holder(4);
-    auto [tx, rx] = postal::mpsc::detail::adopt_core<embedded::item>(*owner);
+    auto [tx, rx] = postal::channel_access::adopt<embedded::item>(*owner);
     constexpr int per_producer = 2000;
     std::atomic<int> failed_sends{0};  // Catch's assertions are not for other threads
     std::vector<std::thread> producers;

@@ -4,6 +4,7 @@
 // Not for: scheduling decisions (runtime.hpp) or channels (mailboxes/). This header includes no CAF header.
 #pragma once
 
+#include <postal/detail/channel_access.hpp>
 #include <postal/oneshot.hpp>
 #include <postal/waker.hpp>
 
@@ -258,7 +259,7 @@ class join_awaiter {
   T await_resume() { return unwrap_outcome<T>(wait_.await_resume()); }
 
  private:
-  oneshot::detail::receive_awaitable<task_outcome<T>> wait_;
+  channel_access::oneshot_receive<task_outcome<T>> wait_;
 };
 
 // co_await yield_now().

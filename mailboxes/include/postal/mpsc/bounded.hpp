@@ -32,7 +32,7 @@ template <class T>
 class receiver;
 
 namespace detail {
-// The first sender and the receiver of a core built in place, where core_traits<T>::dispose knows how to
+// The first sender and the receiver of a core built in place, where channel_access::core_traits<T>::dispose knows how to
 // free it (a channel() core is freed with delete). They take over the counts a new core starts with.
 // Throws std::invalid_argument, naming `who`, unless 1 <= capacity <= max_channel_capacity.
 inline void check_capacity(std::size_t capacity, const char* who) {

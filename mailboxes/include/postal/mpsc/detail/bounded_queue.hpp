@@ -22,6 +22,7 @@
 //   ring has nothing to take.
 #pragma once
 
+#include <postal/detail/core_traits.hpp>
 #include <postal/mpsc/detail/common.hpp>
 #include <postal/waker.hpp>
 
@@ -90,21 +91,10 @@ struct claim {
 template <class T>
 class bounded_core;
 
-// How the core of a channel of T is laid out and freed. The default: a core allocated by channel() on its
-// own, with the producer's and the consumer's words on cache lines of their own (the fastest layout when
-// sender and receiver run on different cores). A specialization may trade that for size, and embed the
-// core in a bigger object: postal's actors do, so that an actor is one allocation (see actor.hpp).
-//   compact:  no cache-line alignment (the core takes about two lines instead of three);
-//   dispose:  called once the last handle is gone, instead of `delete core`.
-template <class T>
-struct core_traits {
-  static constexpr bool compact = false;
-  static void dispose(bounded_core<T>* core) noexcept { delete core; }
-};
-
 template <class T>
 class bounded_core {
-  static constexpr std::size_t line_alignment = core_traits<T>::compact ? alignof(std::uint64_t) : 64;
+  using traits = channel_access::core_traits<T>;
+  static constexpr std::size_t line_alignment = traits::compact ? alignof(std::uint64_t) : 64;
 
  public:
   explicit bounded_core(std::size_t capacity)
@@ -131,7 +121,7 @@ class bounded_core {
   handle_counts counts;
 
   void release_reference() noexcept {
-    if (counts.references.fetch_sub(1, std::memory_order_acq_rel) == 1) core_traits<T>::dispose(this);
+    if (counts.references.fetch_sub(1, std::memory_order_acq_rel) == 1) traits::dispose(this);
   }
 
   std::size_t max_capacity() const noexcept { return capacity_; }
