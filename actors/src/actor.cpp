@@ -17,9 +17,13 @@ std::string describe(std::exception_ptr error) {
   }
 }
 
-void report_actor_failure(const std::string& what, bool restarting) noexcept {
-  std::fprintf(stderr, "postal: an actor failed: %s%s\n", what.c_str(),
-               restarting ? " (restarting it with fresh state)" : " (it stops)");
+void report_actor_failure(const std::string& name, const std::string& what, bool restarting) noexcept {
+  if (name.empty())
+    std::fprintf(stderr, "postal: an actor failed: %s%s\n", what.c_str(),
+                 restarting ? " (restarting it with fresh state)" : " (it stops)");
+  else
+    std::fprintf(stderr, "postal: actor '%s' failed: %s%s\n", name.c_str(), what.c_str(),
+                 restarting ? " (restarting it with fresh state)" : " (it stops)");
 }
 
 }  // namespace postal::detail

@@ -5,15 +5,22 @@
 #include <postal/actor.hpp>
 #include <postal/runtime.hpp>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <catch2/catch.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -843,4 +850,71 @@ TEST_CASE("actors raced by threads with tells, asks, kills, failures and dropped
   CHECK(wrong.load() == 0);
   CHECK(answered.load() > 0);
   for (auto& monitor : monitors) CHECK(monitor.try_exit().has_value());
+}
+
+// Sends what this process writes to stderr to a file while it lives, and gives it back as a string.
+class stderr_capture {
+ public:
+  stderr_capture() : file_(std::tmpfile()), saved_(::dup(STDERR_FILENO)) {
+    std::fflush(stderr);
+    ::dup2(::fileno(file_), STDERR_FILENO);
+  }
+  ~stderr_capture() {
+    restore();
+    std::fclose(file_);
+  }
+  std::string text() {
+    restore();
+    std::string all;
+    std::rewind(file_);
+    for (int c; (c = std::fgetc(file_)) != EOF;) all.push_back(static_cast<char>(c));
+    return all;
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    ::dup2(saved_, STDERR_FILENO);
+    ::close(std::exchange(saved_, -1));
+  }
+  std::FILE* file_;
+  int saved_;
+};
+
+TEST_CASE("refs are values: equal for one actor, hashable, and keys of maps and sets", "[actor][ref]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto a = postal::spawn_actor<kv_store>(rt, actor_options{});
+  auto b = postal::spawn_actor<kv_store>(rt, actor_options{});
+  auto a_again = a;
+  CHECK(a == a_again);
+  CHECK(a != b);
+  CHECK(a.id() == a_again.id());
+  CHECK(a.id() != b.id());
+  CHECK(std::hash<postal::actor_ref<kv_message>>{}(a) == std::hash<postal::actor_ref<kv_message>>{}(a_again));
+
+  std::unordered_set<postal::actor_ref<kv_message>> refs{a, a_again, b};
+  CHECK(refs.size() == 2);
+  std::map<postal::actor_id, std::string> names{{a.id(), "a"}, {b.id(), "b"}};
+  CHECK(names.at(a_again.id()) == "a");
+  std::unordered_map<postal::actor_id, int> counts;
+  ++counts[a.id()];
+  ++counts[a_again.id()];
+  CHECK(counts.at(a.id()) == 2);
+}
+
+TEST_CASE("a name given at spawn is the ref's name and shows in the actor's failure report", "[actor][ref]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto unnamed = postal::spawn_actor<kv_store>(rt, actor_options{});
+  CHECK(unnamed.name().empty());
+  auto named = postal::spawn_actor<kv_store>(rt, actor_options{.name = "ledger"});
+  CHECK(named.name() == "ledger");
+
+  stderr_capture captured;
+  auto monitor = named.monitor();
+  REQUIRE(named.blocking_tell(boom{}));
+  CHECK(monitor.blocking_exit().is_failed());
+  const std::string report = captured.text();
+  CHECK(report.find("actor 'ledger' failed: boom") != std::string::npos);
+  CHECK(named.name() == "ledger");  // still there after the end, while a ref is held
 }

@@ -2,6 +2,7 @@
 // `resp`), requests that declare their reply type and let the handler return it, and postal::ask over a
 // plain mpsc channel to a manager task (the seed's shape), from tasks and from main. Every ask ends with an
 // answer or an error.
+#include <postal/actor.hpp>
 #include <postal/ask.hpp>
 #include <postal/runtime.hpp>
 
