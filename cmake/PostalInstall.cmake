@@ -1,12 +1,13 @@
 # Installs postal's headers (merged into one include/postal/), libraries, and a CMake package so that
-# find_package(postal) in another project gives postal::mailboxes, postal::actors and postal::patterns.
+# find_package(postal) in another project gives postal::mailboxes, postal::net, postal::actors and
+# postal::patterns.
 include(CMakePackageConfigHelpers)
 
 set(POSTAL_CMAKE_INSTALL_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/postal")
 
-install(DIRECTORY mailboxes/include/ actors/include/ patterns/include/ DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
-        FILES_MATCHING PATTERN "*.hpp")
-install(TARGETS postal_mailboxes postal_actors postal_patterns EXPORT postal-targets
+install(DIRECTORY mailboxes/include/ actors/include/ actors/net/include/ patterns/include/
+        DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" FILES_MATCHING PATTERN "*.hpp")
+install(TARGETS postal_mailboxes postal_net postal_actors postal_patterns EXPORT postal-targets
         ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
         LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
         RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}"

@@ -64,10 +64,16 @@ class PostalConan(ConanFile):
         mailboxes.libdirs = []
         mailboxes.system_libs = ["pthread"]
 
+        # TCP for tasks (no CAF, no runtime: postal::task is header-only).
+        net = self.cpp_info.components["net"]
+        net.set_property("cmake_target_name", "postal::net")
+        net.libs = ["postal_net"]
+        net.requires = ["mailboxes"]
+
         actors = self.cpp_info.components["actors"]
         actors.set_property("cmake_target_name", "postal::actors")
         actors.libs = ["postal_actors"]
-        actors.requires = ["mailboxes", "caf::caf_core", "caf::caf_io"]
+        actors.requires = ["mailboxes", "net", "caf::caf_core", "caf::caf_io"]
 
         patterns = self.cpp_info.components["patterns"]
         patterns.set_property("cmake_target_name", "postal::patterns")

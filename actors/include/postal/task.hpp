@@ -9,6 +9,7 @@
 #include <postal/waker.hpp>
 
 #include <coroutine>
+#include <cstdio>
 #include <cstddef>
 #include <exception>
 #include <optional>
@@ -41,7 +42,16 @@ template <class T>
 using task_outcome = std::variant<task_value<T>, std::exception_ptr>;
 
 // Called when a spawned task ended with an exception and nobody holds its join handle: reports it on stderr.
-void report_detached_failure(std::exception_ptr error) noexcept;
+// Inline, so that the task type needs no compiled library (postal::net uses it without the runtime).
+inline void report_detached_failure(std::exception_ptr error) noexcept {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "postal: a task whose join handle was dropped ended with an exception: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "postal: a task whose join handle was dropped ended with a non-standard exception\n");
+  }
+}
 
 // The part of a task's promise that does not depend on T.
 class promise_base {

@@ -44,7 +44,7 @@ namespace detail {
 using clock = std::chrono::steady_clock;
 inline constexpr clock::time_point no_deadline = clock::time_point::max();
 
-// One socket's state, shared by its handle and the I/O driver (defined in net.cpp).
+// One socket's state, shared by its handle and the I/O driver (defined in src/driver.hpp).
 struct socket_state;
 
 // How an operation ended: a byte count, or an error.
@@ -53,7 +53,7 @@ struct io_outcome {
   std::error_code error;
 };
 
-// The waiting part of an operation whose first attempt would have blocked: a small coroutine (in net.cpp)
+// The waiting part of an operation whose first attempt would have blocked: a small coroutine (in tcp.cpp)
 // that waits for readiness, tries again, and so on, then resumes the awaiting coroutine by symmetric
 // transfer. Its frame comes from a small per-thread cache, so waiting allocates nothing in the steady state.
 class wait_path {
@@ -146,7 +146,7 @@ class io_awaitable {
   wait_path waiting_;
 };
 
-// -- operations (their syscalls and waiting paths are in net.cpp) -----------------------------------------
+// -- operations (their syscalls and waiting path are in src/tcp.cpp) --------------------------------------
 
 class read_operation {
  public:
@@ -200,7 +200,7 @@ class accept_operation {
   io_outcome outcome_;
 };
 
-// Reference counting and closing (net.cpp).
+// Reference counting and closing (src/driver.cpp), and what a handle reads (src/tcp.cpp).
 void release(socket_state* socket) noexcept;
 void close(socket_state* socket) noexcept;
 bool is_open(const socket_state* socket) noexcept;
