@@ -1,5 +1,6 @@
 // samples/channels: the four channels of postal, each in a few lines, run on postal's runtime (CAF's
-// scheduler). Read mpsc.cpp, oneshot.cpp, broadcast.cpp and watch.cpp; this file only runs them in turn.
+// scheduler). Read mpsc_sample.cpp, oneshot_sample.cpp, broadcast_sample.cpp and watch_sample.cpp; this file
+// only runs them in turn.
 #include <postal/runtime.hpp>
 
 #include <iostream>
