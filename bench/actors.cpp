@@ -292,7 +292,7 @@ using idle_message = std::variant<nothing>;
 std::atomic<std::size_t> idle_started{0};
 class idle : public postal::actor<idle_message> {
  public:
-  void on_start() { idle_started.fetch_add(1, std::memory_order_relaxed); }
+  void on_start() override { idle_started.fetch_add(1, std::memory_order_relaxed); }
   void handle(nothing&) {}
 };
 

@@ -69,7 +69,7 @@ using counter_message = std::variant<add, crash, total>;
 
 class counter : public postal::actor<counter_message> {
  public:
-  void on_start() { std::cout << "counter: started with total 0\n"; }
+  void on_start() override { std::cout << "counter: started with total 0\n"; }
   void handle(add& m) { sum_ += m.amount; }
   void handle(crash&) { throw std::runtime_error("asked to crash"); }
   void handle(total& m) { (void)m.reply.send(sum_); }

@@ -7,12 +7,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <catch2/catch.hpp>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -56,7 +58,7 @@ using kv_message = std::variant<put, get, boom, count, quit>;
 class kv_store : public postal::actor<kv_message> {
  public:
   explicit kv_store(std::shared_ptr<std::atomic<int>> starts = nullptr) : starts_(std::move(starts)) {}
-  void on_start() {
+  void on_start() override {
     if (starts_) starts_->fetch_add(1);
   }
   void handle(put& m) {
@@ -104,7 +106,7 @@ class batcher : public postal::actor<message> {
   task<void> handle(hold& h) { (void)co_await h.open; }
   void handle(item& i) { pending_.push_back(i.value); }
   void handle(next_batch& n) { waiting_ = std::move(n.reply); }
-  void on_idle() {
+  void on_idle() override {
     if (pending_.empty()) return;
     if (waiting_) (void)std::exchange(waiting_, std::nullopt)->send(pending_);
     pending_.clear();
@@ -482,7 +484,7 @@ TEST_CASE("kill stops an actor from outside with exit reason killed; on_stop run
    public:
     explicit pinger(std::shared_ptr<std::atomic<int>> stops) : stops_(std::move(stops)) {}
     void handle(ping& m) { (void)m.reply.send(1); }
-    void on_stop(const exit_reason& reason) {
+    void on_stop(const exit_reason& reason) override {
       if (reason.is_killed()) stops_->fetch_add(1);
     }
 
@@ -917,4 +919,84 @@ TEST_CASE("a name given at spawn is the ref's name and shows in the actor's fail
   const std::string report = captured.text();
   CHECK(report.find("actor 'ledger' failed: boom") != std::string::npos);
   CHECK(named.name() == "ledger");  // still there after the end, while a ref is held
+}
+
+// Records the hooks in the order they ran; on_start_async waits for a gate, so messages told meanwhile
+// must wait too.
+namespace hooks {
+struct note {
+  std::string text;
+};
+struct journal {
+  postal::responder<std::vector<std::string>> reply;
+};
+using message = std::variant<note, journal>;
+struct shared {
+  std::mutex mutex;
+  std::vector<std::string> events;
+  void add(std::string event) {
+    std::lock_guard lock(mutex);
+    events.push_back(std::move(event));
+  }
+};
+class recorder : public postal::actor<message> {
+ public:
+  recorder(std::shared_ptr<shared> log, std::shared_ptr<postal::oneshot::receiver<bool>> gate)
+      : log_(std::move(log)), gate_(std::move(gate)) {}
+  void handle(note& n) { log_->add(n.text); }
+  void handle(journal& j) {
+    std::lock_guard lock(log_->mutex);
+    (void)j.reply.send(log_->events);
+  }
+  void on_start() override { log_->add("on_start"); }
+  task<void> on_start_async() override {
+    (void)co_await *gate_;
+    log_->add("on_start_async");
+  }
+  void on_idle() override { log_->add("on_idle"); }
+  task<void> on_idle_async() override {
+    log_->add("on_idle_async");
+    co_return;
+  }
+  void on_stop(const exit_reason& why) override { log_->add(why.is_normal() ? "on_stop normal" : "on_stop ?"); }
+  task<void> on_stop_async(const exit_reason& why) override {
+    co_await postal::yield_now();
+    log_->add(why.is_normal() ? "on_stop_async normal" : "on_stop_async ?");
+  }
+
+ private:
+  std::shared_ptr<shared> log_;
+  std::shared_ptr<postal::oneshot::receiver<bool>> gate_;
+};
+}  // namespace hooks
+
+TEST_CASE("hooks run plain form first, then the _async form's task, which holds the mailbox", "[actor][hooks]") {
+  runtime rt(runtime_options{.workers = 2});
+  auto log = std::make_shared<hooks::shared>();
+  auto [open, gate] = postal::oneshot::channel<bool>();
+  auto actor = postal::spawn_actor<hooks::recorder>(
+      rt, actor_options{}, log, std::make_shared<postal::oneshot::receiver<bool>>(std::move(gate)));
+  auto monitor = actor.monitor();
+  REQUIRE(actor.blocking_tell(hooks::note{"first message"}));  // queued while on_start_async waits
+  REQUIRE(open.send(true));
+  auto seen = actor.blocking_ask(hooks::journal{});
+  REQUIRE(seen);
+  REQUIRE(seen->size() >= 3);
+  CHECK((*seen)[0] == "on_start");
+  CHECK((*seen)[1] == "on_start_async");
+  CHECK((*seen)[2] == "first message");
+  { auto gone = std::move(actor); }  // the last ref: the actor drains and stops normally
+  CHECK(monitor.blocking_exit().is_normal());
+  std::lock_guard lock(log->mutex);
+  const auto& all = log->events;
+  REQUIRE(all.size() >= 2);
+  CHECK(all[all.size() - 2] == "on_stop normal");
+  CHECK(all.back() == "on_stop_async normal");
+  // Each on_idle (plain, then async) ran between messages, never inside on_start or on_stop.
+  for (std::size_t i = 0; i < all.size(); ++i)
+    if (all[i] == "on_idle") {
+      REQUIRE(i + 1 < all.size());
+      CHECK(all[i + 1] == "on_idle_async");
+    }
+  CHECK(std::count(all.begin(), all.end(), "on_idle") >= 1);
 }

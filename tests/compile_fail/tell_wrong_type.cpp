@@ -1,6 +1,7 @@
 // Must not compile with POSTAL_EXPECT_COMPILE_ERROR defined: telling an actor a message type that its
 // mailbox does not take is a compile-time error. Without the macro, the same file with a message type the
 // actor does take compiles, which shows the error comes from the type alone.
+// expected diagnostic: tellable
 #include <postal/actor.hpp>
 
 #include <variant>

@@ -8,6 +8,7 @@
 #include <postal/actor/detail/mailbox_cell.hpp>
 #include <postal/actor/options.hpp>
 #include <postal/actor/ref.hpp>
+#include <postal/task.hpp>
 
 #include <optional>
 #include <stdexcept>
@@ -17,7 +18,7 @@ namespace postal {
 
 /// The base class of an actor whose mailbox takes `Message`. Derive from it, give your class a
 /// `handle(M&)` per message type, and spawn it with postal::spawn_actor. The members the framework calls
-/// are listed at the top of this header; everything else in your class is yours.
+/// are listed at the top of <postal/actor.hpp>; everything else in your class is yours.
 template <class Message>
 class actor {
  public:
@@ -27,6 +28,26 @@ class actor {
   actor(const actor&) = delete;
   actor& operator=(const actor&) = delete;
   virtual ~actor() = default;
+
+  // -- Hooks. Override the ones you need, public, and write `override`: a misspelled hook then does not
+  // compile. The framework calls the actor class's own (no virtual call on the message path), and only
+  // those it overrides. Where both forms of a hook are overridden, the plain one runs first, then the
+  // task of the _async one is awaited (the actor takes no message meanwhile).
+
+  /// Before the first message, and after each restart.
+  virtual void on_start() {}
+  virtual task<void> on_start_async() { co_return; }
+  /// Once, after the last message; `reason` says why the actor stops.
+  virtual void on_stop(const exit_reason& reason) { (void)reason; }
+  virtual task<void> on_stop_async(const exit_reason& reason) {
+    (void)reason;
+    co_return;
+  }
+  /// Each time the mailbox is found empty, before the actor waits for more: to flush work batched over the
+  /// messages just handled. The tasks queued on the actor's worker get one turn first
+  /// (postal::yield_here), so messages they send at once still join the batch.
+  virtual void on_idle() {}
+  virtual task<void> on_idle_async() { co_return; }
 
  protected:
   /// This actor's own address. It does not keep the actor alive. Throws std::logic_error when no other

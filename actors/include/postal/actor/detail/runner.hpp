@@ -32,17 +32,35 @@
 namespace postal {
 namespace detail {
 
+// Marks an actor class that takes its mailbox's envelopes whole, `handle_envelope(envelope<Message>&)`,
+// instead of one handler per message type: a stand-in that forwards messages and requests elsewhere (a
+// remote actor's proxy in postal::cluster), responders included. Not for users' actors.
+struct takes_envelopes {};
+
+// Which hooks an actor class overrides: where the member a hook's name finds is the class's own (or an
+// intermediate base's), not postal::actor's default. A hook the class keeps private or protected is a
+// compile error, not a hook the framework silently never calls.
 template <class A>
-concept has_on_start = requires(A& a) {
-  a.on_start();
-};
-template <class A>
-concept has_on_stop = requires(A& a, const exit_reason& r) {
-  a.on_stop(r);
-};
-template <class A>
-concept has_on_idle = requires(A& a) {
-  a.on_idle();
+struct actor_hooks {
+  using base = actor<typename A::message_type>;
+  static_assert(requires {
+    &A::on_start;
+    &A::on_start_async;
+    &A::on_stop;
+    &A::on_stop_async;
+    &A::on_idle;
+    &A::on_idle_async;
+  }, "postal: an actor's hooks (on_start, on_stop, on_idle and their _async forms) must be public");
+  static constexpr bool on_start = !std::is_same_v<decltype(&A::on_start), void (base::*)()>;
+  static constexpr bool on_start_async = !std::is_same_v<decltype(&A::on_start_async), task<void> (base::*)()>;
+  static constexpr bool on_stop = !std::is_same_v<decltype(&A::on_stop), void (base::*)(const exit_reason&)>;
+  static constexpr bool on_stop_async =
+      !std::is_same_v<decltype(&A::on_stop_async), task<void> (base::*)(const exit_reason&)>;
+  static constexpr bool on_idle = !std::is_same_v<decltype(&A::on_idle), void (base::*)()>;
+  static constexpr bool on_idle_async = !std::is_same_v<decltype(&A::on_idle_async), task<void> (base::*)()>;
+  static constexpr bool any_on_start = on_start || on_start_async;
+  static constexpr bool any_on_stop = on_stop || on_stop_async;
+  static constexpr bool any_on_idle = on_idle || on_idle_async;
 };
 
 // Awaits a handler's task and drops its value (a request with a declared reply type that was told, not
@@ -145,8 +163,8 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
           case phase::start:
             build();
             phase_ = phase::receive;
-            if constexpr (has_on_start<A>) {
-              if (auto work = invoke_member([this] { return instance().on_start(); })) return await(work, job);
+            if constexpr (hooks::any_on_start) {
+              if (auto work = start_hook()) return await(work, job);
             }
             break;
           case phase::receive:
@@ -161,7 +179,7 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
               break;
             }
             in_a_row_ = 0;
-            if constexpr (has_on_idle<A>) {
+            if constexpr (hooks::any_on_idle) {
               // The tasks queued on this worker get one turn before on_idle: they are often the senders of
               // the next messages (callers just answered), which then join the batch that on_idle flushes.
               // With nothing else queued here this costs nothing.
@@ -177,8 +195,8 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
             break;
           case phase::idle:
             phase_ = phase::idle_hooked;
-            if constexpr (has_on_idle<A>) {
-              if (auto work = invoke_member([this] { return instance().on_idle(); })) return await(work, job);
+            if constexpr (hooks::any_on_idle) {
+              if (auto work = idle_hook()) return await(work, job);
             }
             break;
           case phase::idle_hooked:
@@ -207,11 +225,10 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
             break;
           case phase::stop:
             phase_ = phase::stopped;
-            if constexpr (has_on_stop<A>) {
+            if constexpr (hooks::any_on_stop) {
               if (alive_) {
                 try {
-                  const exit_reason& why = reason_ ? *reason_ : normal_exit();
-                  if (auto work = invoke_member([&] { return instance().on_stop(why); })) return await(work, job);
+                  if (auto work = stop_hook(reason_ ? *reason_ : normal_exit())) return await(work, job);
                 } catch (...) {
                   report_on_stop_failure();
                 }
@@ -252,6 +269,25 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
     stop,          // run on_stop
     stopped,       // on_stop is done: end
   };
+
+  using hooks = actor_hooks<A>;
+  // The hooks the class overrides, called as its own members (no virtual call): the plain form runs at once,
+  // the _async form's task is returned to be awaited.
+  std::optional<task<void>> start_hook() {
+    if constexpr (hooks::on_start) instance().A::on_start();
+    if constexpr (hooks::on_start_async) return instance().A::on_start_async();
+    return std::nullopt;
+  }
+  std::optional<task<void>> idle_hook() {
+    if constexpr (hooks::on_idle) instance().A::on_idle();
+    if constexpr (hooks::on_idle_async) return instance().A::on_idle_async();
+    return std::nullopt;
+  }
+  std::optional<task<void>> stop_hook(const exit_reason& why) {
+    if constexpr (hooks::on_stop) instance().A::on_stop(why);
+    if constexpr (hooks::on_stop_async) return instance().A::on_stop_async(why);
+    return std::nullopt;
+  }
 
   static std::uint32_t clamp32(std::size_t n) noexcept {
     return static_cast<std::uint32_t>(std::min<std::size_t>(n, std::numeric_limits<std::uint32_t>::max()));
@@ -331,26 +367,30 @@ class actor_cell final : public mailbox_cell<typename A::message_type> {
 
   // Runs the handler of an envelope; a coroutine handler's task is returned to be awaited.
   static std::optional<task<void>> dispatch(A& instance, item& next) {
-    return std::visit(
-        [&instance](auto& content) -> std::optional<task<void>> {
-          using content_type = std::remove_cvref_t<decltype(content)>;
-          if constexpr (std::is_same_v<content_type, Message>) {
-            return std::visit(
-                [&instance](auto& message) { return invoke_member([&] { return call_handler(instance, message); }); },
-                content);
-          } else if constexpr (is_asked<content_type>::value) {
-            using handler_result = decltype(call_handler(instance, content.message));
-            if constexpr (is_task<handler_result>::value) {
-              return send_reply(call_handler(instance, content.message), std::move(content.reply));
+    if constexpr (std::is_base_of_v<takes_envelopes, A>) {
+      return instance.handle_envelope(next);
+    } else {
+      return std::visit(
+          [&instance](auto& content) -> std::optional<task<void>> {
+            using content_type = std::remove_cvref_t<decltype(content)>;
+            if constexpr (std::is_same_v<content_type, Message>) {
+              return std::visit(
+                  [&instance](auto& message) { return invoke_member([&] { return call_handler(instance, message); }); },
+                  content);
+            } else if constexpr (is_asked<content_type>::value) {
+              using handler_result = decltype(call_handler(instance, content.message));
+              if constexpr (is_task<handler_result>::value) {
+                return send_reply(call_handler(instance, content.message), std::move(content.reply));
+              } else {
+                (void)content.reply.send(call_handler(instance, content.message));
+                return std::nullopt;
+              }
             } else {
-              (void)content.reply.send(call_handler(instance, content.message));
-              return std::nullopt;
+              return std::nullopt;  // a nudge: the control block was checked already
             }
-          } else {
-            return std::nullopt;  // a nudge: the control block was checked already
-          }
-        },
-        next);
+          },
+          next);
+    }
   }
 
   // Closes the mailbox; with drop, destroys what is queued (their askers get no_reply).
