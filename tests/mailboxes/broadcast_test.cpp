@@ -47,6 +47,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -56,6 +57,7 @@
 
 #include "support/counted.hpp"
 #include "support/manual_executor.hpp"
+#include "support/waker_census.hpp"
 
 namespace {
 
@@ -69,7 +71,9 @@ using postal::broadcast::try_recv_error;
 using postal::test::counted;
 using postal::test::job;
 using postal::test::manual_executor;
+using postal::test::probe;
 using postal::test::spawn;
+using postal::test::waker_census;
 
 template <class T>
 job<expected<T, recv_error>> recv(receiver<T>& rx) {
@@ -1165,4 +1169,83 @@ TEST_CASE("coroutines resumed inline by the sending thread get every value in or
     CHECK(out->out_of_order == 0);
     CHECK(out->got + out->lagged == messages);
   }
+}
+
+namespace {
+probe probe_recv(receiver<int>& rx) {
+  (void)co_await rx.recv();
+}
+probe probe_closed(const sender<int>& tx) {
+  co_await tx.closed();
+}
+}  // namespace
+
+TEST_CASE("a wait withdrawn before a send is never woken; one cancelled after its wake loses nothing",
+          "[broadcast]") {
+  waker_census census;
+  auto [tx, rx] = channel<int>(4);
+  SECTION("cancelled before any wake: the wakers are dropped, never woken") {
+    {
+      probe recv_wait = probe_recv(rx);
+      probe closed_wait = probe_closed(tx);
+      recv_wait.start(census);
+      closed_wait.start(census);
+      REQUIRE_FALSE(recv_wait.done());
+      REQUIRE_FALSE(closed_wait.done());
+      CHECK(census.live == 2);
+    }
+    CHECK(census.live == 0);
+    REQUIRE(tx.send(1));
+    CHECK(census.woken == 0);
+    CHECK(received(rx) == 1);
+    { auto gone = std::move(rx); }
+    CHECK(census.woken == 0);
+  }
+  SECTION("recv cancelled after its wake: the value stays for the next recv") {
+    {
+      probe recv_wait = probe_recv(rx);
+      recv_wait.start(census);
+      REQUIRE(tx.send(7));
+      CHECK(census.woken == 1);
+    }
+    CHECK(census.live == 0);
+    CHECK(received(rx) == 7);
+    CHECK(is_empty(rx));
+  }
+  SECTION("recv cancelled after the last sender's wake: closed stays for the next recv") {
+    {
+      probe recv_wait = probe_recv(rx);
+      recv_wait.start(census);
+      { auto gone = std::move(tx); }
+      CHECK(census.woken == 1);
+    }
+    CHECK(census.live == 0);
+    CHECK(is_closed(rx));
+  }
+}
+
+TEST_CASE("cancelling a recv while another thread sends loses nothing", "[broadcast][threads]") {
+  constexpr int rounds = 4000;
+  waker_census census;
+  int lost = 0;
+  for (int round = 0; round < rounds; ++round) {
+    auto ends = channel<int>(2);  // not a structured binding: clang 14 cannot capture those in lambdas
+    sender<int>& tx = ends.first;
+    receiver<int>& rx = ends.second;
+    std::optional<probe> waiting;
+    waiting.emplace(probe_recv(rx));
+    waiting->start(census);
+    std::atomic<bool> go{false};
+    std::thread other([&] {
+      while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+      (void)tx.send(round);
+    });
+    go.store(true, std::memory_order_release);
+    waiting.reset();  // the cancellation races the send
+    other.join();
+    auto value = rx.try_recv();  // the cancelled recv took nothing
+    if (!value || *value != round) ++lost;
+  }
+  CHECK(lost == 0);
+  CHECK(census.live == 0);
 }

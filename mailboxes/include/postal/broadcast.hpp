@@ -302,8 +302,11 @@ inline void wake_all(std::unique_lock<std::mutex>& guard,
   }
 }
 
+// co_await receiver.recv(): a list_wait on receive_waiters (see recv_wait below).
 template <class T>
-class recv_awaitable;
+struct recv_wait;
+template <class T>
+using recv_awaitable = postal::detail::list_wait<waiter, recv_wait<T>>;
 
 }  // namespace detail
 
@@ -520,13 +523,14 @@ class receiver {
   /// destroying the waiting coroutine withdraws the wait and loses nothing: the value it would have received
   /// stays for the next recv. If copying the value throws, the exception comes out of the co_await and that
   /// value is skipped.
-  detail::recv_awaitable<T> recv() noexcept { return detail::recv_awaitable<T>(*this); }
+  detail::recv_awaitable<T> recv() noexcept {
+    return detail::recv_awaitable<T>(detail::recv_wait<T>(*this));
+  }
 
   /// The next value if one is there now; otherwise try_recv_error empty, lagged(n) or closed (as recv()).
   /// Never waits.
   expected<T, try_recv_error> try_recv() {
-    bool registered = false;
-    if (auto result = receive<try_recv_error>(nullptr, registered)) return std::move(*result);
+    if (auto result = receive<try_recv_error>(nullptr)) return std::move(*result);
     return unexpected{try_recv_error::empty()};
   }
 
@@ -544,8 +548,7 @@ class receiver {
       postal::detail::thread_parker parker;
       detail::waiter node;
       node.target = parker.make_waker();
-      bool registered = false;
-      if (auto result = receive<recv_error>(&node, registered)) return std::move(*result);
+      if (auto result = receive<recv_error>(&node)) return std::move(*result);
       parker.park();  // woken by a send or by the last sender going: the loop then finds it
     }
   }
@@ -574,7 +577,7 @@ class receiver {
 
  private:
   friend class sender<T>;
-  friend class detail::recv_awaitable<T>;
+  friend struct detail::recv_wait<T>;
   template <class U>
   friend std::pair<sender<U>, receiver<U>> channel(std::size_t capacity);
 
@@ -618,20 +621,24 @@ class receiver {
   }
 
   // The next value, or lagged(n), or closed; empty if nothing is there yet, and then, if `w` is given, `w` is
-  // on the waiting list (`registered` set before the lock is released) and will be woken by the next send or
-  // by the last sender going.
+  // on the waiting list and will be woken by the next send or by the last sender going.
   template <class E>
-  std::optional<expected<T, E>> receive(detail::waiter* w, bool& registered) {
+  std::optional<expected<T, E>> receive(detail::waiter* w) {
     if (auto result = receive_without_lock<E>()) return result;
+    std::unique_lock lock(shared_->lock);
+    auto result = receive_locked<E>(lock);
+    if (!result && w != nullptr) shared_->receive_waiters.push_back(w);
+    return result;
+  }
+
+  // receive()'s part under the channel's lock, which `lock` holds: empty if nothing is there yet (the lock
+  // is still held then); otherwise the outcome, and the lock may have been released (to copy the value).
+  template <class E>
+  std::optional<expected<T, E>> receive_locked(std::unique_lock<std::mutex>& lock) {
     detail::shared_state<T>& shared = *shared_;
-    std::unique_lock lock(shared.lock);
     if (next_ == shared.tail) {
       if (shared.closed.load(std::memory_order_relaxed))
         return std::optional<expected<T, E>>(std::in_place, unexpected{E::closed()});
-      if (w != nullptr) {
-        registered = true;
-        shared.receive_waiters.push_back(w);
-      }
       return std::nullopt;
     }
     // Something was sent at next_. No send writes while the lock is held: the slot's position is stable.
@@ -683,49 +690,35 @@ class receiver {
 
 namespace detail {
 
-// co_await receiver.recv().
+// What list_wait needs for co_await receiver.recv(): the lock-free read (again once the waker is set, for a
+// value that came meanwhile), then the read under the channel's lock, registering on receive_waiters if
+// nothing is there; once woken, the read again.
 template <class T>
-class [[nodiscard]] recv_awaitable {
- public:
-  explicit recv_awaitable(receiver<T>& target) noexcept : target_(&target) {}
-  recv_awaitable(const recv_awaitable&) = delete;
-  recv_awaitable& operator=(const recv_awaitable&) = delete;
-  ~recv_awaitable() {
-    if (registered_) {
-      std::lock_guard lock(target_->shared_->lock);
-      if (node_.linked()) target_->shared_->receive_waiters.remove(&node_);
-    }  // node_'s waker, if still here, is dropped after the lock is released
-  }
+struct recv_wait {
+  explicit recv_wait(receiver<T>& target) noexcept : target(&target) {}
 
-  bool await_ready() {
-    result_ = target_->template receive_without_lock<recv_error>();
-    return result_.has_value();
+  std::mutex& lock() const noexcept { return target->shared_->lock; }
+  postal::detail::intrusive_list<waiter>& list() const noexcept { return target->shared_->receive_waiters; }
+
+  bool operator()() {
+    result = target->template receive_without_lock<recv_error>();
+    return result.has_value();
   }
-  template <class Promise>
-  bool await_suspend(std::coroutine_handle<Promise> handle) {
-    node_.target = postal::detail::waker_for(handle);
-    // Once registered (receive() sets registered_ under the lock), the wait may end on another thread at any
-    // moment, so the outcome goes to a local first: nothing here touches the awaitable after registering.
-    auto outcome = target_->template receive<recv_error>(&node_, registered_);
-    if (!outcome) return true;
-    result_ = std::move(outcome);
-    node_.target.reset();
-    return false;
+  bool prepare(waiter&) { return (*this)(); }
+  bool locked(std::unique_lock<std::mutex>& guard) {
+    result = target->template receive_locked<recv_error>(guard);
+    return result.has_value();
   }
-  expected<T, recv_error> await_resume() {
-    if (registered_) {
-      registered_ = false;  // woken: a value, a lag or the closed channel is there now
-      result_ = target_->template receive<recv_error>(nullptr, registered_);
-      if (!result_) throw std::logic_error("postal::broadcast: a recv was woken with nothing to receive");
+  expected<T, recv_error> resume(bool woken) {
+    if (woken) {  // a value, a lag or the closed channel is there now
+      result = target->template receive<recv_error>(nullptr);
+      if (!result) throw std::logic_error("postal::broadcast: a recv was woken with nothing to receive");
     }
-    return std::move(*result_);
+    return std::move(*result);
   }
 
- private:
-  receiver<T>* target_;
-  waiter node_;
-  bool registered_ = false;
-  std::optional<expected<T, recv_error>> result_;
+  receiver<T>* target;
+  std::optional<expected<T, recv_error>> result;
 };
 
 // One wait in sender.closed() for the receiver count to reach zero.

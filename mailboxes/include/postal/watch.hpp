@@ -158,8 +158,11 @@ void notify_senders(shared_state<T>& shared) noexcept {
   });
 }
 
+// co_await receiver.changed(): a list_wait on change_waiters (see change_wait below).
 template <class T>
-class changed_awaitable;
+struct change_wait;
+template <class T>
+using changed_awaitable = postal::detail::list_wait<waiter, change_wait<T>>;
 // co_await sender.closed(): waits on the closed_waiters list until no receiver exists.
 template <class T>
 struct no_receivers {
@@ -393,7 +396,9 @@ class receiver {
   /// gone and no unseen version is left. The receiver must outlive the wait.
   /// Cancel-safety: destroying the waiting coroutine withdraws the wait; nothing is marked seen, so a
   /// later changed() still reports the change.
-  detail::changed_awaitable<T> changed() noexcept { return detail::changed_awaitable<T>(*this); }
+  detail::changed_awaitable<T> changed() noexcept {
+    return detail::changed_awaitable<T>(detail::change_wait<T>(*this));
+  }
 
   /// Blocks the calling thread until changed() would complete; returns what it returns. Spins briefly before
   /// parking. Throws std::logic_error on a runtime worker thread.
@@ -452,7 +457,7 @@ class receiver {
 
  private:
   friend class sender<T>;
-  friend class detail::changed_awaitable<T>;
+  friend struct detail::change_wait<T>;
   template <class U>
   friend std::pair<sender<U>, receiver<U>> channel(U initial);
   receiver(std::shared_ptr<detail::shared_state<T>> shared, std::uint64_t seen) noexcept
@@ -482,46 +487,23 @@ class receiver {
 
 namespace detail {
 
-// co_await receiver.changed().
+// What list_wait needs for co_await receiver.changed(): wait on change_waiters until change_ready(); the
+// node carries the version seen, by which notify_receivers tells whether this send is news to it.
 template <class T>
-class [[nodiscard]] changed_awaitable {
- public:
-  explicit changed_awaitable(receiver<T>& target) noexcept : target_(&target) {}
-  changed_awaitable(const changed_awaitable&) = delete;
-  changed_awaitable& operator=(const changed_awaitable&) = delete;
-  ~changed_awaitable() {
-    if (registered_) {
-      std::lock_guard lock(target_->shared_->waiters_lock);
-      if (node_.linked()) target_->shared_->change_waiters.remove(&node_);
-    }
-  }
+struct change_wait {
+  explicit change_wait(receiver<T>& target) noexcept : target(&target) {}
 
-  bool await_ready() const noexcept { return target_->change_ready(); }
-  template <class Promise>
-  bool await_suspend(std::coroutine_handle<Promise> handle) {
-    node_.target = postal::detail::waker_for(handle);
-    node_.seen = target_->seen_;
-    shared_state<T>& shared = *target_->shared_;
-    {
-      std::lock_guard lock(shared.waiters_lock);
-      if (!target_->change_ready()) {
-        shared.change_waiters.push_back(&node_);
-        registered_ = true;  // before the lock is released: the wait may end on another thread right after
-        return true;
-      }
-    }
-    node_.target.reset();
+  std::mutex& lock() const noexcept { return target->shared_->waiters_lock; }
+  postal::detail::intrusive_list<waiter>& list() const noexcept { return target->shared_->change_waiters; }
+
+  bool operator()() const noexcept { return target->change_ready(); }
+  bool prepare(waiter& node) const noexcept {
+    node.seen = target->seen_;
     return false;
   }
-  expected<void, recv_error> await_resume() noexcept {
-    registered_ = false;
-    return target_->take_change();
-  }
+  expected<void, recv_error> resume() noexcept { return target->take_change(); }
 
- private:
-  receiver<T>* target_;
-  waiter node_;
-  bool registered_ = false;
+  receiver<T>* target;
 };
 
 }  // namespace detail
