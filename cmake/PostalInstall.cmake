@@ -1,13 +1,13 @@
 # Installs postal's headers (merged into one include/postal/), libraries, and a CMake package so that
 # find_package(postal) in another project gives postal::mailboxes, postal::net, postal::actors and
-# postal::patterns.
+# postal::patterns and postal::cluster.
 include(CMakePackageConfigHelpers)
 
 set(POSTAL_CMAKE_INSTALL_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/postal")
 
-install(DIRECTORY mailboxes/include/ actors/include/ actors/net/include/ patterns/include/
+install(DIRECTORY mailboxes/include/ actors/include/ actors/net/include/ patterns/include/ patterns/cluster/include/
         DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" FILES_MATCHING PATTERN "*.hpp")
-install(TARGETS postal_mailboxes postal_net postal_actors postal_patterns EXPORT postal-targets
+install(TARGETS postal_mailboxes postal_net postal_actors postal_patterns postal_cluster EXPORT postal-targets
         ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
         LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"
         RUNTIME DESTINATION "${CMAKE_INSTALL_BINDIR}"

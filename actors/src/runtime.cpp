@@ -159,6 +159,12 @@ class runtime_impl {
   // (moderate polling), which puts up to 50 us on every wake from a plain thread (a blocking ask from
   // main) and burns CPU while idle.
   void set_postal_defaults() { config.set("work-stealing.moderate-poll-attempts", std::int64_t{0}); }
+  // postal's defaults, then what the options set.
+  void apply(const runtime_options& options) {
+    set_postal_defaults();
+    if (options.workers != 0) config.set("scheduler.max-threads", static_cast<std::int64_t>(options.workers));
+    for (const auto& step : options.configure) step(config);
+  }
 
   void start(runtime* self) {
     handle = self;
@@ -670,14 +676,13 @@ void runtime_impl::shutdown() {
 // -- runtime ---------------------------------------------------------------------------------------------
 
 runtime::runtime(runtime_options options) : impl_(std::make_unique<runtime_impl>(options.inline_budget)) {
-  impl_->set_postal_defaults();
-  if (options.workers != 0)
-    impl_->config.set("scheduler.max-threads", static_cast<std::int64_t>(options.workers));
+  impl_->apply(options);
   impl_->start(this);
 }
 
-runtime::runtime(int argc, char** argv) : impl_(std::make_unique<runtime_impl>(0)) {
-  impl_->set_postal_defaults();  // the command line and caf-application.ini override them
+runtime::runtime(int argc, char** argv, runtime_options options)
+    : impl_(std::make_unique<runtime_impl>(options.inline_budget)) {
+  impl_->apply(options);  // the command line and caf-application.ini override them
   if (auto error = impl_->config.parse(argc, argv))
     throw std::invalid_argument("postal::runtime: bad CAF option: " + caf::to_string(error));
   impl_->start(this);
@@ -756,18 +761,6 @@ runtime& detail::body_runtime(task_body* body) noexcept {
 
 runtime* detail::current_runtime() noexcept {
   return this_worker.owner != nullptr ? this_worker.owner->handle : nullptr;
-}
-
-void detail::report_detached_failure(std::exception_ptr error) noexcept {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "postal: a task whose join handle was dropped ended with an exception: %s\n",
-                 e.what());
-  } catch (...) {
-    std::fprintf(stderr,
-                 "postal: a task whose join handle was dropped ended with a non-standard exception\n");
-  }
 }
 
 }  // namespace postal

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdint>
@@ -69,10 +70,11 @@ class child_process {
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
 
-  /// Waits until a line containing `text` was printed (or the process ended); true if it was.
-  bool wait_for_line(const std::string& text) {
+  /// Waits until a line containing `text` was printed (or the process ended, or `limit` passed); true if it
+  /// was.
+  bool wait_for_line(const std::string& text, std::chrono::seconds limit = std::chrono::seconds(60)) {
     std::unique_lock lock(lock_);
-    changed_.wait(lock, [&] { return ended_ || contains(text); });
+    changed_.wait_for(lock, limit, [&] { return ended_ || contains(text); });
     return contains(text);
   }
   /// The lines printed so far.
@@ -80,6 +82,12 @@ class child_process {
     std::lock_guard lock(lock_);
     return lines_;
   }
+  /// Sends `signal` without waiting for the process to end (SIGSTOP, SIGCONT).
+  void signal(int signal) {
+    if (pid_ > 0) ::kill(pid_, signal);
+  }
+  pid_t pid() const noexcept { return pid_; }
+  /// Stops the process with `signal` and waits for its end.
   void kill(int signal) {
     if (pid_ > 0) {
       ::kill(pid_, signal);

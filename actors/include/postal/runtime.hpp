@@ -9,7 +9,9 @@
 #include <caf/fwd.hpp>
 
 #include <cstddef>
+#include <functional>
 #include <memory>
+#include <vector>
 
 namespace postal {
 
@@ -20,6 +22,10 @@ struct runtime_options {
   /// How many tasks a worker runs inline, one after another, when tasks wake each other on that worker,
   /// before it hands the rest to CAF's queue (where idle workers can steal them). Default 256.
   std::size_t inline_budget = 0;
+  /// Steps that adjust CAF's configuration before the actor system starts, in order, before the command
+  /// line and caf-application.ini are read (which override what they set). This is how a layer that needs
+  /// more of CAF joins the runtime: postal::cluster loads CAF's network layer this way.
+  std::vector<std::function<void(caf::actor_system_config&)>> configure = {};
 };
 
 class runtime_impl;
@@ -39,8 +45,9 @@ class runtime {
   explicit runtime(runtime_options options = {});
   /// Reads CAF's options from the command line and caf-application.ini (e.g. --scheduler.max-threads=2).
   /// Throws std::invalid_argument with CAF's message on a bad option. If CAF printed its --help text,
-  /// help_printed() is true and the program should exit.
-  runtime(int argc, char** argv);
+  /// help_printed() is true and the program should exit. `options` are the defaults that the command line
+  /// and the ini file override.
+  runtime(int argc, char** argv, runtime_options options = {});
   runtime(const runtime&) = delete;
   runtime& operator=(const runtime&) = delete;
   /// Calls shutdown(), then stops CAF's actor system.

@@ -15,7 +15,8 @@ struct exit_reason {
   enum class kind_type : std::uint8_t {
     normal,  // it called stop(), or every actor_ref to it was gone and its mailbox drained
     failed,  // a handler or hook threw and its supervision policy stopped it; `message` says what
-    killed,  // stopped from outside: actor_ref::kill() or runtime shutdown
+    killed,     // stopped from outside: actor_ref::kill() or runtime shutdown
+    node_down,  // a remote actor whose node was declared down (it died, froze, or the link broke)
   };
   kind_type kind = kind_type::normal;
   std::string message;
@@ -23,6 +24,7 @@ struct exit_reason {
   bool is_normal() const noexcept { return kind == kind_type::normal; }
   bool is_failed() const noexcept { return kind == kind_type::failed; }
   bool is_killed() const noexcept { return kind == kind_type::killed; }
+  bool is_node_down() const noexcept { return kind == kind_type::node_down; }
   friend bool operator==(const exit_reason&, const exit_reason&) = default;
 };
 

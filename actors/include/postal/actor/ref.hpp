@@ -93,6 +93,10 @@ class actor_id {
 /// copy. Telling a type that is not one of the variant's alternatives does not compile. While any ref
 /// exists the actor keeps running (until it stops itself, is killed, or fails); once every ref is gone it
 /// handles what is queued and stops normally.
+namespace detail {
+struct ref_access;
+}  // namespace detail
+
 template <class Message>
 class actor_ref {
   using envelope = detail::envelope<Message>;
@@ -178,6 +182,7 @@ class actor_ref {
 
  private:
   friend class actor<Message>;
+  friend struct detail::ref_access;
   template <class A, class... Args>
   friend actor_ref<typename A::message_type> detail::spawn_actor_with(runtime&,
                                                                       detail::control_ref,
@@ -186,19 +191,26 @@ class actor_ref {
   actor_ref(mpsc::sender<envelope> mailbox, detail::control_ref control)
       : mailbox_(std::move(mailbox)), control_(std::move(control)) {}
 
+  // An ask of a remote actor whose node went down ends with node_down, not closed or no_reply.
+  struct why_unanswered {
+    const detail::control_block* control;
+    ask_error operator()(ask_error error) const noexcept {
+      return control != nullptr && control->node_down() ? ask_error::node_down : error;
+    }
+  };
   // Every ask is detail::ask_through with the request in this mailbox's envelope.
   template <class M, class Deadline>
   task<expected<detail::reply_of<M>, ask_error>> ask_with(M message, Deadline deadline) {
     auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
     return detail::ask_through(mailbox_, detail::request_envelope<Message>(std::move(message), std::move(reply)),
-                               std::move(answer), deadline);
+                               std::move(answer), deadline, why_unanswered{control_.get()});
   }
   template <class M, class Deadline>
   expected<detail::reply_of<M>, ask_error> blocking_ask_with(M message, Deadline deadline) {
     auto [reply, answer] = oneshot::channel<detail::reply_of<M>>();
     return detail::blocking_ask_through(
         mailbox_, detail::request_envelope<Message>(std::move(message), std::move(reply)), std::move(answer),
-        deadline);
+        deadline, why_unanswered{control_.get()});
   }
 
   template <class M>
@@ -209,6 +221,21 @@ class actor_ref {
   mpsc::sender<envelope> mailbox_;
   detail::control_ref control_;
 };
+
+namespace detail {
+// What a layer that forwards messages for an actor (postal::cluster) may use of its ref: the mailbox, to put a
+// request in with a responder of its own, and the control block, to end a stand-in with a reason.
+struct ref_access {
+  template <class Message>
+  static mpsc::sender<envelope<Message>>& mailbox(actor_ref<Message>& ref) noexcept {
+    return ref.mailbox_;
+  }
+  template <class Message>
+  static control_ref control(const actor_ref<Message>& ref) noexcept {
+    return ref.control_;
+  }
+};
+}  // namespace detail
 
 }  // namespace postal
 

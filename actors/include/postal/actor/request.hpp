@@ -31,7 +31,9 @@ using responder = oneshot::sender<T>;
 enum class ask_error {
   closed,    // the actor was not taking messages (stopped, or stopping)
   no_reply,  // the request was dropped unanswered: the actor stopped, or its handler threw
-  timeout,   // no answer before the deadline (a late answer is discarded)
+  timeout,    // no answer before the deadline (a late answer is discarded)
+  node_down,  // a remote actor's node was declared down before the answer came (a request in flight may
+              // or may not have been handled there)
 };
 
 namespace detail {
@@ -97,43 +99,50 @@ struct ask_deadline {
   std::chrono::steady_clock::time_point at;
 };
 
+// Why an ask that got no answer failed: as it is, for a plain channel (see ask_through's `why`).
+struct as_is {
+  ask_error operator()(ask_error error) const noexcept { return error; }
+};
+
 // The one ask. Every ask of postal (actor_ref::ask and blocking_ask, postal::ask over a plain channel) builds
 // its request with the responder of `answer` inside, in its own envelope `Item`, and hands it here: it is
 // sent through `tx` (waiting for room), then the answer is awaited. ask_error::closed when the receiver is
 // gone or closed, no_reply when the responder was dropped unanswered, timeout when a deadline passed first
-// (a late answer is discarded).
-template <class Item, class R, class Deadline>
+// (a late answer is discarded). `why` may refine closed and no_reply (an actor ref says node_down when the
+// remote actor's node is gone).
+template <class Item, class R, class Deadline, class Why = as_is>
 task<expected<R, ask_error>> ask_through(mpsc::sender<Item>& tx, Item request, oneshot::receiver<R> answer,
-                                         Deadline deadline) {
+                                         Deadline deadline, Why why = {}) {
   if constexpr (std::is_same_v<Deadline, no_deadline>) {
-    if (!co_await tx.send(std::move(request))) co_return unexpected{ask_error::closed};
+    if (!co_await tx.send(std::move(request))) co_return unexpected{why(ask_error::closed)};
     auto value = co_await answer;
-    if (!value) co_return unexpected{ask_error::no_reply};
+    if (!value) co_return unexpected{why(ask_error::no_reply)};
     co_return std::move(*value);
   } else {
     auto sent = co_await tx.send_timeout(std::move(request), deadline.timeout);
-    if (!sent) co_return unexpected{sent.error().is_timeout() ? ask_error::timeout : ask_error::closed};
+    if (!sent) co_return unexpected{sent.error().is_timeout() ? ask_error::timeout : why(ask_error::closed)};
     auto value = co_await answer.recv_until(deadline.at);
-    if (!value) co_return unexpected{value.error().is_timeout() ? ask_error::timeout : ask_error::no_reply};
+    if (!value)
+      co_return unexpected{value.error().is_timeout() ? ask_error::timeout : why(ask_error::no_reply)};
     co_return std::move(*value);
   }
 }
 
 // The one ask for plain threads: as ask_through, blocking the calling thread. Throws std::logic_error on a
 // runtime worker thread (it would block the worker).
-template <class Item, class R, class Deadline>
+template <class Item, class R, class Deadline, class Why = as_is>
 expected<R, ask_error> blocking_ask_through(mpsc::sender<Item>& tx, Item request, oneshot::receiver<R> answer,
-                                            Deadline deadline) {
+                                            Deadline deadline, Why why = {}) {
   if constexpr (std::is_same_v<Deadline, no_deadline>) {
-    if (!tx.blocking_send(std::move(request))) return unexpected{ask_error::closed};
+    if (!tx.blocking_send(std::move(request))) return unexpected{why(ask_error::closed)};
     auto value = answer.blocking_recv();
-    if (!value) return unexpected{ask_error::no_reply};
+    if (!value) return unexpected{why(ask_error::no_reply)};
     return std::move(*value);
   } else {
     auto sent = tx.blocking_send_timeout(std::move(request), deadline.timeout);
-    if (!sent) return unexpected{sent.error().is_timeout() ? ask_error::timeout : ask_error::closed};
+    if (!sent) return unexpected{sent.error().is_timeout() ? ask_error::timeout : why(ask_error::closed)};
     auto value = answer.blocking_recv_until(deadline.at);
-    if (!value) return unexpected{value.error().is_timeout() ? ask_error::timeout : ask_error::no_reply};
+    if (!value) return unexpected{value.error().is_timeout() ? ask_error::timeout : why(ask_error::no_reply)};
     return std::move(*value);
   }
 }

@@ -55,10 +55,10 @@ class control_block : public task_body {
       if (!rare.request || request.kind == control_request::kind_type::escalated_failure)
         rare.request = std::move(request);
     }
-    pending_.store(true, std::memory_order_release);
+    flags_.fetch_or(pending_flag, std::memory_order_release);
     nudge();
   }
-  bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
+  bool pending() const noexcept { return (flags_.load(std::memory_order_acquire) & pending_flag) != 0; }
 
   // The name given at spawn (empty if none). Set once, before any ref exists.
   void set_name(std::string name) {
@@ -72,7 +72,7 @@ class control_block : public task_body {
   }
   std::optional<control_request> take() {
     std::lock_guard lock(lock_);
-    pending_.store(false, std::memory_order_relaxed);
+    flags_.fetch_and(static_cast<std::uint8_t>(~pending_flag), std::memory_order_relaxed);
     if (!rare_) return std::nullopt;
     return std::exchange(rare_->request, std::nullopt);
   }
@@ -94,19 +94,24 @@ class control_block : public task_body {
     std::vector<waker> wakers;
     {
       std::lock_guard lock(lock_);
-      if (finished_.load(std::memory_order_relaxed)) return;
+      if (finished_locked()) return;
       exit_kind_ = reason.kind;
       if (!reason.message.empty()) rare_locked().exit_message = std::move(reason.message);
-      finished_.store(true, std::memory_order_release);
+      flags_.fetch_or(finished_flag, std::memory_order_release);
       if (rare_)
         while (exit_waiter* waiting = rare_->exit_waiters.pop_front()) wakers.push_back(std::move(waiting->target));
     }
     for (waker& w : wakers) w.wake();
   }
-  bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
+  bool finished() const noexcept { return (flags_.load(std::memory_order_acquire) & finished_flag) != 0; }
+
+  // The actor is a remote actor's stand-in whose node was declared down: set before its pending requests
+  // are dropped, so that their askers learn why (ask_error::node_down rather than no_reply).
+  void mark_node_down() noexcept { flags_.fetch_or(node_down_flag, std::memory_order_release); }
+  bool node_down() const noexcept { return (flags_.load(std::memory_order_acquire) & node_down_flag) != 0; }
   std::optional<exit_reason> exit() const {
     std::lock_guard lock(lock_);
-    if (!finished_.load(std::memory_order_relaxed)) return std::nullopt;
+    if (!finished_locked()) return std::nullopt;
     return exit_reason{exit_kind_, rare_ ? rare_->exit_message : std::string()};
   }
   finish_wait wait_finished() {
@@ -121,7 +126,7 @@ class control_block : public task_body {
     node.target = parker.make_waker();
     {
       std::lock_guard lock(lock_);
-      if (finished_.load(std::memory_order_relaxed)) return;
+      if (finished_locked()) return;
       rare_locked().exit_waiters.push_back(&node);
     }
     parker.park();
@@ -145,8 +150,12 @@ class control_block : public task_body {
   }
 
   std::atomic<std::uint32_t> references_{1};
-  std::atomic<bool> pending_{false};
-  std::atomic<bool> finished_{false};
+  bool finished_locked() const noexcept { return (flags_.load(std::memory_order_relaxed) & finished_flag) != 0; }
+
+  static constexpr std::uint8_t pending_flag = 1;    // a control request waits in rare_
+  static constexpr std::uint8_t finished_flag = 2;   // the exit reason is set
+  static constexpr std::uint8_t node_down_flag = 4;  // see mark_node_down
+  std::atomic<std::uint8_t> flags_{0};
   mutable lock_type lock_;  // guards rare_ (and what it holds) and exit_kind_
   exit_reason::kind_type exit_kind_ = exit_reason::kind_type::normal;
   std::unique_ptr<rare_state> rare_;

@@ -1,0 +1,8 @@
+// postal's cluster, the one header to include: nodes (processes) whose actors talk to each other with the
+// same actor_ref<Message> as local ones, over CAF's network layer. See <postal/cluster/node.hpp> for nodes
+// and remote refs, <postal/cluster/serialize.hpp> for how a message crosses (an inspect overload per
+// message struct).
+#pragma once
+
+#include <postal/cluster/node.hpp>
+#include <postal/cluster/serialize.hpp>

@@ -1,0 +1,149 @@
+// postal::cluster::node: this process as a node of a cluster. A node listens on an address and a port
+// (127.0.0.1 and a free port by default), connects to other nodes directly, publishes actors under names and
+// looks up the actors other nodes published, as actor_ref<Message> values that work as local refs do.
+// Not for: membership and discovery (a list of the nodes you connect to is yours for now), TLS.
+//
+// CAF's network layer (the middleman and its BASP protocol) carries every message between nodes. On top of
+// it postal adds: a cookie challenge before a peer reaches any actor, flow control per remote ref (a window
+// of messages the far side has not yet put in the actor's bounded mailbox), batching of the messages sent
+// through one remote ref into one CAF message, and failures that end every wait (a node declared down ends
+// every ask pending on it with ask_error::node_down).
+#pragma once
+
+#include <postal/actor/ref.hpp>
+#include <postal/cluster/detail/proxy.hpp>
+#include <postal/expected.hpp>
+#include <postal/runtime.hpp>
+#include <postal/task.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace postal::cluster {
+
+/// How nodes find out that a peer is gone: each sends a heartbeat every `interval`; a peer silent for
+/// `timeout` is declared down (a killed peer, whose connection closes, is declared down at once). Every
+/// node of a cluster must use the same settings (CAF drops a link whose peer's heartbeats come slower than
+/// its own timeout).
+struct failure_detection {
+  std::chrono::milliseconds interval{100};
+  std::chrono::milliseconds timeout{1000};
+};
+
+/// The runtime options a node needs: CAF's network layer, loaded before CAF's actor system starts, with
+/// heartbeats set from `detection` (CAF's middleman.heartbeat-interval and middleman.connection-timeout,
+/// which an ini file or the command line may still override), automatic connections through third nodes
+/// off, and the middleman's network thread delivering messages itself (middleman.workers = 0).
+///   postal::runtime rt(postal::cluster::enable({.workers = 2}));
+runtime_options enable(runtime_options options = {}, failure_detection detection = {});
+
+/// Settings of a node.
+struct node_options {
+  /// Shown to peers and in reports.
+  std::string name;
+  /// The address to listen on. 127.0.0.1 by default: listening on another interface is a deliberate choice.
+  std::string bind_address = "127.0.0.1";
+  /// 0: a free port, see node::port().
+  std::uint16_t port = 0;
+  /// The cluster's shared secret. A peer must prove it knows the cookie (an HMAC-SHA256 of a challenge)
+  /// before it can reach any actor. It is not encryption: see the README's "Cluster" section.
+  std::string cookie;
+  /// Messages a remote ref may have in flight (sent, not yet in the far actor's mailbox) before a tell waits.
+  std::size_t credit_window = 1024;
+  /// The mailbox capacity of a remote ref's local stand-in, where tells wait for credit.
+  std::size_t proxy_capacity = 1024;
+  /// How long connect and lookup wait for the other node.
+  std::chrono::milliseconds request_timeout{5000};
+};
+
+/// Why a cluster operation failed.
+struct cluster_error {
+  enum class kind_type {
+    unreachable,       // nothing answered at that address, or the connection broke
+    refused,           // the peer refused us, or we refused it: wrong cookie, message types that differ
+    no_such_actor,     // nothing is published under that name there
+    type_mismatch,     // the actor there takes other messages than the ref asked for
+    node_down,         // the node was declared down
+    timeout,           // no answer within request_timeout
+    not_connected,     // lookup on a peer this node is not connected to
+  };
+  kind_type kind;
+  std::string message;
+};
+
+/// A node this one is connected to.
+struct peer {
+  std::string name;
+  std::string id;  // CAF's node id: a new one for each run of a process
+  friend bool operator==(const peer&, const peer&) = default;
+};
+
+/// Counters of a node, for reports and tests.
+struct node_stats {
+  std::uint64_t peers_refused = 0;      // handshakes refused (cookie, message types)
+  std::uint64_t messages_dropped = 0;   // from nodes that have not passed the cookie challenge
+  std::uint64_t batches_malformed = 0;  // batches that could not be read; dropped whole
+};
+
+/// This process as a node. Built on a runtime made with cluster::enable(...). Destroying the node closes
+/// its port and its links (peers see it go down).
+class node {
+ public:
+  /// Starts listening. Throws std::runtime_error when the port cannot be opened (in use, bad address) and
+  /// std::invalid_argument for an empty cookie or a runtime built without cluster::enable.
+  node(runtime& rt, node_options options);
+  node(const node&) = delete;
+  node& operator=(const node&) = delete;
+  ~node();
+
+  /// The port this node listens on.
+  std::uint16_t port() const noexcept;
+  const std::string& name() const noexcept;
+  /// CAF's id of this node.
+  std::string id() const;
+  node_stats stats() const;
+
+  /// Connects to the node listening at host:port (directly, never through a third node), answers its
+  /// cookie challenge and checks that the actors both publish take the same message types. Connecting to a
+  /// node already connected gives the same peer.
+  task<expected<peer, cluster_error>> connect(std::string host, std::uint16_t port);
+  expected<peer, cluster_error> blocking_connect(std::string host, std::uint16_t port);
+
+  /// Makes `ref`'s actor reachable from other nodes as `name` (replacing what was published under it).
+  /// It stays published while it runs; its end reaches the remote refs to it (their monitors fire with its
+  /// exit reason, their pending asks end with no_reply).
+  template <class Message>
+  void publish(const std::string& name, actor_ref<Message> ref) {
+    publish_target(name, std::make_shared<detail::target<Message>>(std::move(ref)));
+  }
+
+  /// A ref to the actor `name` that `at` published, taking `Message`. It has what a local ref has: tell
+  /// waits while the remote ref has no credit and its local stand-in's mailbox is full, try_tell reports
+  /// full then, ask ends with the reply or an error (node_down once the node is declared down), monitor
+  /// fires when the remote actor ends or its node goes down, kill stops the remote actor.
+  template <class Message>
+  task<expected<actor_ref<Message>, cluster_error>> lookup(peer at, std::string name) {
+    auto found = co_await lookup_target(at, name, detail::signature<Message>());
+    if (!found) co_return unexpected{std::move(found.error())};
+    co_return detail::spawn_proxy<Message>(runtime_, std::move(*found), options_.proxy_capacity);
+  }
+  template <class Message>
+  expected<actor_ref<Message>, cluster_error> blocking_lookup(peer at, std::string name) {
+    return runtime_.block_on(lookup<Message>(std::move(at), std::move(name)));
+  }
+
+ private:
+  void publish_target(const std::string& name, std::shared_ptr<detail::target_base> target);
+  task<expected<std::shared_ptr<detail::link>, cluster_error>> lookup_target(peer at, std::string name,
+                                                                             std::string signature);
+
+  runtime& runtime_;
+  node_options options_;
+  std::shared_ptr<detail::node_core> core_;
+};
+
+}  // namespace postal::cluster

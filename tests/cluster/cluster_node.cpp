@@ -1,0 +1,83 @@
+// A node for the cluster tests, run as a process of its own: it publishes a key-value actor as "kv" and a
+// consumer as "sink" (slowed down by --sink-delay-us), prints "port=<n>" once it listens, and runs until it
+// is killed. usage: cluster-test-node --cookie C [--port P] [--name N] [--sink-delay-us D]
+//                                     [--heartbeat-ms H] [--timeout-ms T]
+#include "messages.hpp"
+
+#include <postal/actor.hpp>
+#include <postal/cluster.hpp>
+#include <postal/time.hpp>
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace cluster_test;
+
+class kv_store : public postal::actor<kv_message> {
+ public:
+  void handle(put& m) { data_[m.key] = m.value; }
+  void handle(get& m) {
+    auto found = data_.find(m.key);
+    (void)m.reply.send(found == data_.end() ? std::nullopt : std::optional<std::string>(found->second));
+  }
+  std::int64_t handle(add& m) { return m.a + m.b; }
+  void handle(hold& m) { holds_.push_back(std::move(m.reply)); }
+  std::uint64_t handle(held&) { return holds_.size(); }
+  void handle(crash&) { throw std::runtime_error("asked to crash"); }
+
+ private:
+  std::map<std::string, std::string> data_;
+  std::vector<postal::responder<std::int64_t>> holds_;
+};
+
+class sink : public postal::actor<sink_message> {
+ public:
+  explicit sink(std::chrono::microseconds delay) : delay_(delay) {}
+  std::optional<postal::task<void>> handle(item& m) {
+    if (m.sequence != next_) ++out_of_order_;
+    next_ = m.sequence + 1;
+    ++received_;
+    if (delay_.count() == 0) return std::nullopt;
+    return wait();
+  }
+  std::pair<std::uint64_t, std::uint64_t> handle(tally&) { return {received_, out_of_order_}; }
+
+ private:
+  postal::task<void> wait() { co_await postal::sleep_for(delay_); }
+  std::chrono::microseconds delay_;
+  std::uint64_t next_ = 0;
+  std::uint64_t received_ = 0;
+  std::uint64_t out_of_order_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> args;
+  for (int i = 1; i + 1 < argc; i += 2) args[argv[i]] = argv[i + 1];
+  auto number = [&](const char* name, long fallback) {
+    auto found = args.find(name);
+    return found == args.end() ? fallback : std::stol(found->second);
+  };
+  postal::cluster::failure_detection detection{std::chrono::milliseconds(number("--heartbeat-ms", 100)),
+                                               std::chrono::milliseconds(number("--timeout-ms", 1000))};
+  postal::runtime rt(postal::cluster::enable({.workers = 2}, detection));
+  postal::cluster::node node(rt, {.name = args.count("--name") ? args["--name"] : "node",
+                                  .port = static_cast<std::uint16_t>(number("--port", 0)),
+                                  .cookie = args["--cookie"]});
+  node.publish("kv", postal::spawn_actor<kv_store>(rt, postal::actor_options{}));
+  node.publish("sink", postal::spawn_actor<sink>(rt, postal::actor_options{.mailbox_capacity = 64},
+                                                 std::chrono::microseconds(number("--sink-delay-us", 0))));
+  std::printf("port=%u\n", static_cast<unsigned>(node.port()));
+  std::fflush(stdout);
+  for (;;) ::pause();  // until killed
+}

@@ -1,0 +1,295 @@
+// Tests of postal::cluster across real processes on 127.0.0.1: this test process is one node, and it starts
+// the others (cluster_node.cpp) and always stops them, by pid. Tell and ask through remote refs (both
+// request forms, from tasks and plain threads), lookups refused for a wrong name or message type, a wrong
+// cookie and differing message types refused at connection, backpressure with a slow consumer, a killed
+// and a frozen node declared down with every pending ask ended, a restarted node as a new incarnation,
+// remote ends seen by monitors, and kill through a remote ref.
+#include "messages.hpp"
+
+#include <postal/actor.hpp>
+#include <postal/cluster.hpp>
+#include <postal/runtime.hpp>
+
+#include "support/processes.hpp"
+
+#include <signal.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace cluster_test;
+using namespace std::chrono_literals;
+using postal::ask_error;
+using postal::task;
+using postal::cluster::cluster_error;
+using clock_type = std::chrono::steady_clock;
+
+const std::string cookie = "test-cookie-4b1d";
+
+// A node process; stopped (SIGKILL) with this object.
+struct node_process {
+  explicit node_process(std::vector<std::string> extra = {}, std::string secret = cookie) {
+    std::vector<std::string> argv{CLUSTER_TEST_NODE, "--cookie", secret, "--heartbeat-ms", "100", "--timeout-ms", "500"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    process = std::make_unique<test_support::child_process>(argv);
+    if (!process->wait_for_line("port=")) throw std::runtime_error("the node process did not start");
+    for (auto& line : process->lines())
+      if (line.rfind("port=", 0) == 0) port = static_cast<std::uint16_t>(std::stoi(line.substr(5)));
+  }
+  std::unique_ptr<test_support::child_process> process;
+  std::uint16_t port = 0;
+};
+
+// This process as a node, with the same failure detection as the node processes.
+struct local_node {
+  explicit local_node(std::string secret = cookie)
+      : rt(postal::cluster::enable({.workers = 2}, {100ms, 500ms})),
+        node(rt, {.name = "tester", .cookie = std::move(secret)}) {}
+  postal::runtime rt;
+  postal::cluster::node node;
+};
+
+std::size_t resident_kb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+  return 0;
+}
+
+template <class T>
+T must(postal::expected<T, cluster_error> result) {
+  if (!result) FAIL("cluster error: " << result.error().message);
+  return std::move(*result);
+}
+
+}  // namespace
+
+TEST_CASE("tell and ask cross nodes through a remote ref, from a plain thread and from tasks", "[cluster]") {
+  node_process server;
+  local_node here;
+  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+
+  REQUIRE(kv.blocking_tell(put{"a", "1"}));
+  auto value = kv.blocking_ask(get{"a", {}});
+  REQUIRE(value);
+  CHECK(*value == std::optional<std::string>("1"));
+  auto missing = kv.blocking_ask(get{"nothing", {}});
+  REQUIRE(missing);
+  CHECK_FALSE(missing->has_value());
+  auto sum = kv.blocking_ask(add{40, 2});  // a request that declares its reply type
+  REQUIRE(sum);
+  CHECK(*sum == 42);
+
+  // Fifty tasks, each telling then asking in turn: every answer is its own.
+  std::atomic<int> wrong{0};
+  std::vector<postal::join_handle<void>> clients;
+  for (int c = 0; c < 50; ++c)
+    clients.push_back(here.rt.spawn([](postal::actor_ref<kv_message> kv, int c, std::atomic<int>& wrong) -> task<void> {
+      for (int i = 0; i < 40; ++i) {
+        const std::string key = "k" + std::to_string(c) + "-" + std::to_string(i);
+        put store{key, std::to_string(i * c)};
+        if (!co_await kv.tell(std::move(store))) ++wrong;
+        get request{key, {}};
+        auto got = co_await kv.ask(std::move(request));
+        if (!got || *got != std::optional<std::string>(std::to_string(i * c))) ++wrong;
+        add both{i, c};
+        auto added = co_await kv.ask(std::move(both), 5s);
+        if (!added || *added != i + c) ++wrong;
+      }
+    }(kv, c, wrong)));
+  for (auto& client : clients) client.blocking_join();
+  CHECK(wrong.load() == 0);
+}
+
+TEST_CASE("a lookup is refused for a name nothing published, and for other message types", "[cluster]") {
+  node_process server;
+  local_node here;
+  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  auto none = here.node.blocking_lookup<kv_message>(at, "no-such-name");
+  REQUIRE_FALSE(none);
+  CHECK(none.error().kind == cluster_error::kind_type::no_such_actor);
+  auto wrong = here.node.blocking_lookup<other_message>(at, "kv");
+  REQUIRE_FALSE(wrong);
+  CHECK(wrong.error().kind == cluster_error::kind_type::type_mismatch);
+  CHECK(wrong.error().message.find("other") != std::string::npos);  // it names the types
+}
+
+TEST_CASE("a node with the wrong cookie is refused, and one whose message types differ", "[cluster]") {
+  node_process server;
+  {
+    local_node intruder("not-the-cookie");
+    auto refused = intruder.node.blocking_connect("127.0.0.1", server.port);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().kind == cluster_error::kind_type::refused);
+    CHECK(refused.error().message.find("cookie") != std::string::npos);
+  }
+  CHECK(server.process->wait_for_line("refused node 'tester': it does not know the cluster's cookie"));
+  {
+    local_node other;
+    class unrelated : public postal::actor<other_message> {
+     public:
+      void handle(cluster_test::other&) {}
+    };
+    other.node.publish("kv", postal::spawn_actor<unrelated>(other.rt, postal::actor_options{}));
+    auto refused = other.node.blocking_connect("127.0.0.1", server.port);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().kind == cluster_error::kind_type::refused);
+    CHECK(refused.error().message.find("'kv' takes") != std::string::npos);
+  }
+}
+
+TEST_CASE("a producer 100x faster than a remote consumer waits: memory stays bounded, nothing lost",
+          "[cluster][backpressure]") {
+  node_process server({"--sink-delay-us", "20"});
+  local_node here;
+  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  auto consumer = must(here.node.blocking_lookup<sink_message>(at, "sink"));
+  const std::size_t server_before = resident_kb(server.process->pid());
+  const std::size_t here_before = resident_kb(::getpid());
+  constexpr std::uint64_t total = 30000;
+  std::size_t peak_server = 0, peak_here = 0;
+  bool saw_full = false;
+  for (std::uint64_t i = 0; i < total; ++i) {
+    item next{i, {}};
+    if (i % 1000 == 0) {
+      peak_server = std::max(peak_server, resident_kb(server.process->pid()));
+      peak_here = std::max(peak_here, resident_kb(::getpid()));
+    }
+    if (i % 100 == 0) {
+      auto probe = consumer.try_tell(next);  // the credit and the stand-in's mailbox are used up by now
+      if (!probe && probe.error().is_full()) saw_full = true;
+      if (probe) continue;
+    }
+    REQUIRE(consumer.blocking_tell(next));
+  }
+  auto counted = consumer.blocking_ask(tally{});
+  REQUIRE(counted);
+  CHECK(counted->first == total);
+  CHECK(counted->second == 0);  // in order, none twice
+  CHECK(saw_full);
+  CHECK(peak_server < server_before + 64 * 1024);
+  CHECK(peak_here < here_before + 64 * 1024);
+}
+
+TEST_CASE("asks pending on a killed node end with node_down within 0.5 s; its refs end", "[cluster][failure]") {
+  node_process server;
+  local_node here;
+  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+  auto monitor = kv.monitor();
+  std::vector<postal::join_handle<postal::expected<std::int64_t, ask_error>>> asks;
+  for (int i = 0; i < 10; ++i)
+    asks.push_back(here.rt.spawn([](postal::actor_ref<kv_message> kv) -> task<postal::expected<std::int64_t, ask_error>> {
+      hold request;
+      co_return co_await kv.ask(std::move(request));
+    }(kv)));
+  for (;;) {  // until the server holds all ten
+    auto waiting = kv.blocking_ask(held{});
+    REQUIRE(waiting);
+    if (*waiting == 10) break;
+    std::this_thread::yield();
+  }
+  const auto killed_at = clock_type::now();
+  server.process->kill(SIGKILL);
+  for (auto& ask : asks) {
+    auto outcome = ask.blocking_join();
+    REQUIRE_FALSE(outcome);
+    CHECK(outcome.error() == ask_error::node_down);
+  }
+  CHECK(clock_type::now() - killed_at < 500ms);
+  auto reason = monitor.blocking_exit();
+  CHECK(reason.is_node_down());
+  CHECK_FALSE(kv.blocking_tell(put{"after", "death"}));  // tells fail as closed
+  auto late = kv.blocking_ask(add{1, 2});
+  REQUIRE_FALSE(late);
+  CHECK(late.error() == ask_error::node_down);
+}
+
+TEST_CASE("a frozen node (SIGSTOP) is declared down within its failure timeout plus 0.5 s", "[cluster][failure]") {
+  node_process server;
+  local_node here;
+  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+  auto pending = here.rt.spawn([](postal::actor_ref<kv_message> kv) -> task<postal::expected<std::int64_t, ask_error>> {
+    hold request;
+    co_return co_await kv.ask(std::move(request));
+  }(kv));
+  for (;;) {
+    auto waiting = kv.blocking_ask(held{});
+    REQUIRE(waiting);
+    if (*waiting == 1) break;
+  }
+  const auto frozen_at = clock_type::now();
+  server.process->signal(SIGSTOP);
+  auto outcome = pending.blocking_join();
+  const auto took = clock_type::now() - frozen_at;
+  REQUIRE_FALSE(outcome);
+  CHECK(outcome.error() == ask_error::node_down);
+  CHECK(took < 500ms + 500ms);  // the timeout both nodes use (--timeout-ms 500), plus 0.5 s
+  CHECK(kv.monitor().blocking_exit().is_node_down());
+}
+
+TEST_CASE("a restarted node is a new incarnation: old refs stay down, a new lookup works", "[cluster][failure]") {
+  local_node here;
+  const std::uint16_t port = test_support::free_port();
+  auto first = std::make_unique<node_process>(std::vector<std::string>{"--port", std::to_string(port)});
+  auto before = must(here.node.blocking_connect("127.0.0.1", port));
+  auto old_ref = must(here.node.blocking_lookup<kv_message>(before, "kv"));
+  REQUIRE(old_ref.blocking_tell(put{"k", "old"}));
+  first.reset();  // killed
+  CHECK(old_ref.monitor().blocking_exit().is_node_down());
+  node_process second({"--port", std::to_string(port)});
+  auto after = must(here.node.blocking_connect("127.0.0.1", port));
+  CHECK(after.id != before.id);
+  auto new_ref = must(here.node.blocking_lookup<kv_message>(after, "kv"));
+  auto fresh = new_ref.blocking_ask(get{"k", {}});
+  REQUIRE(fresh);
+  CHECK_FALSE(fresh->has_value());  // a new process: its state is new
+  auto stale = old_ref.blocking_ask(get{"k", {}});
+  REQUIRE_FALSE(stale);
+  CHECK(stale.error() == ask_error::node_down);
+}
+
+TEST_CASE("a remote actor's end reaches its refs: monitors, pending asks, and kill through a ref", "[cluster]") {
+  node_process server;
+  local_node here;
+  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+  auto watcher = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+  auto pending = here.rt.spawn([](postal::actor_ref<kv_message> kv) -> task<postal::expected<std::int64_t, ask_error>> {
+    hold request;
+    co_return co_await kv.ask(std::move(request));
+  }(kv));
+  for (;;) {
+    auto waiting = kv.blocking_ask(held{});
+    REQUIRE(waiting);
+    if (*waiting == 1) break;
+  }
+  REQUIRE(kv.blocking_tell(crash{}));
+  auto reason = watcher.monitor().blocking_exit();
+  CHECK(reason.is_failed());
+  CHECK(reason.message.find("asked to crash") != std::string::npos);
+  auto outcome = pending.blocking_join();
+  REQUIRE_FALSE(outcome);
+  CHECK(outcome.error() == ask_error::no_reply);
+  CHECK(kv.monitor().blocking_exit().is_failed());
+  auto gone = here.node.blocking_lookup<kv_message>(at, "kv");  // unpublished at its end
+  REQUIRE_FALSE(gone);
+  CHECK(gone.error().kind == cluster_error::kind_type::no_such_actor);
+
+  auto consumer = must(here.node.blocking_lookup<sink_message>(at, "sink"));
+  auto second = must(here.node.blocking_lookup<sink_message>(at, "sink"));
+  consumer.kill();
+  CHECK(second.monitor().blocking_exit().is_killed());
+}

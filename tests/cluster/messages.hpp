@@ -1,0 +1,92 @@
+// The messages the cluster tests send between nodes, shared by the test and its node program
+// (cluster_node.cpp), each with the inspect overload that lets it cross.
+#pragma once
+
+#include <postal/actor.hpp>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+
+namespace cluster_test {
+
+struct put {
+  std::string key;
+  std::string value;
+};
+struct get {
+  std::string key;
+  postal::responder<std::optional<std::string>> reply;
+};
+struct add {
+  std::int64_t a = 0;
+  std::int64_t b = 0;
+  using reply_type = std::int64_t;
+};
+struct hold {  // kept unanswered until the actor ends
+  postal::responder<std::int64_t> reply;
+};
+struct held {  // how many holds wait
+  using reply_type = std::uint64_t;
+};
+struct crash {};  // the handler throws
+using kv_message = std::variant<put, get, add, hold, held, crash>;
+
+template <class Inspector>
+auto inspect(Inspector& f, put& x) {
+  return f(x.key, x.value);
+}
+template <class Inspector>
+auto inspect(Inspector& f, get& x) {
+  return f(x.key);
+}
+template <class Inspector>
+auto inspect(Inspector& f, add& x) {
+  return f(x.a, x.b);
+}
+template <class Inspector>
+auto inspect(Inspector& f, hold&) {
+  return f();
+}
+template <class Inspector>
+auto inspect(Inspector& f, held&) {
+  return f();
+}
+template <class Inspector>
+auto inspect(Inspector& f, crash&) {
+  return f();
+}
+
+// A consumer that can be made slow: it counts what it gets and checks the order.
+struct item {  // 32 bytes on the wire
+  std::uint64_t sequence = 0;
+  std::array<char, 24> padding{};
+};
+struct tally {  // (items received, items out of order)
+  using reply_type = std::pair<std::uint64_t, std::uint64_t>;
+};
+using sink_message = std::variant<item, tally>;
+
+template <class Inspector>
+auto inspect(Inspector& f, item& x) {
+  return f(x.sequence, x.padding);
+}
+template <class Inspector>
+auto inspect(Inspector& f, tally&) {
+  return f();
+}
+
+// The same name as kv_message's, another message set: a node that publishes it under "kv" must be refused.
+struct other {
+  int value = 0;
+};
+using other_message = std::variant<other>;
+template <class Inspector>
+auto inspect(Inspector& f, other& x) {
+  return f(x.value);
+}
+
+}  // namespace cluster_test
