@@ -41,6 +41,12 @@ inline double seconds_since(clock::time_point start) {
   return std::chrono::duration<double>(clock::now() - start).count();
 }
 
+/// A scenario file may make this program serve as another process (the cluster scenarios' second node):
+/// main() calls it first; it returns the exit code, or -1 when the arguments are not its own.
+std::function<int(int, char**)>& serve_hook();
+/// This program's path, to start it again as that second process.
+std::string program_path();
+
 /// Worker count of the runtime every scenario uses (2, like the Tokio peer; POSTAL_BENCH_WORKERS overrides).
 std::size_t workers();
 

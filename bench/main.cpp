@@ -6,6 +6,9 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <unistd.h>
+#include <utility>
+#include <vector>
 
 #include "bench.hpp"
 
@@ -27,6 +30,18 @@ void fail(const std::string& what) {
   std::_Exit(1);
 }
 
+std::function<int(int, char**)>& serve_hook() {
+  static std::function<int(int, char**)> hook;
+  return hook;
+}
+
+std::string program_path() {
+  char path[4096];
+  const ssize_t length = ::readlink("/proc/self/exe", path, sizeof path - 1);
+  if (length <= 0) fail("cannot find this program's path");
+  return std::string(path, static_cast<std::size_t>(length));
+}
+
 std::size_t workers() {
   if (const char* value = std::getenv("POSTAL_BENCH_WORKERS")) return std::strtoul(value, nullptr, 10);
   return 2;
@@ -35,7 +50,7 @@ std::size_t workers() {
 
 namespace {
 void run(const std::string& name, const std::function<bench::outcome()>& scenario, int runs) {
-  std::vector<double> rates;
+  std::vector<std::pair<double, std::string>> rates;  // with each run's extra, for the MEDIAN line
   for (int r = 0; r < runs; ++r) {
     bench::outcome result = scenario();
     double rate = static_cast<double>(result.items) / result.seconds;
@@ -43,15 +58,20 @@ void run(const std::string& name, const std::function<bench::outcome()>& scenari
                 static_cast<unsigned long long>(result.items),
                 result.extra.empty() ? "" : (result.extra + " ").c_str(), rate);
     std::fflush(stdout);
-    rates.push_back(rate);
+    rates.emplace_back(rate, result.extra);
   }
   std::sort(rates.begin(), rates.end());
-  std::printf("%s MEDIAN rate=%.0f/s\n", name.c_str(), rates[rates.size() / 2]);
+  const auto& median = rates[rates.size() / 2];
+  std::printf("%s MEDIAN rate=%.0f/s%s%s\n", name.c_str(), median.first, median.second.empty() ? "" : " ",
+              median.second.c_str());
   std::fflush(stdout);
 }
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (auto& serve = bench::serve_hook()) {
+    if (const int code = serve(argc, argv); code >= 0) return code;
+  }
   std::string which = argc > 1 ? argv[1] : "all";
   int runs = argc > 2 ? std::atoi(argv[2]) : 3;
   auto& scenarios = bench::registry();

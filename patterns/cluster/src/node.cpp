@@ -33,17 +33,9 @@ class endpoint_state;
 struct endpoint_command {
   std::function<void(caf::stateful_actor<endpoint_state>*)> run;
 };
-// A message for a peer, sent by the endpoint actor on behalf of a postal task or actor. Everything this node
-// sends to peers leaves from the endpoint, a CAF actor: postal's threads never send to a remote CAF actor
-// themselves (sending to a remote proxy straight from a postal job lost the job's next wake-up).
-struct outgoing {
-  caf::actor to;
-  caf::message content;
-};
 }  // namespace postal::cluster::detail
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(postal::cluster::detail::endpoint_command)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(postal::cluster::detail::outgoing)
 
 namespace postal::cluster {
 namespace {
@@ -139,10 +131,11 @@ class node_core : public std::enable_shared_from_this<node_core> {
   caf::actor endpoint;  // set once, before any peer can reach it
   std::uint16_t port = 0;
 
-  // Sends `content` to a peer's endpoint, from this node's endpoint.
+  // Sends `content` to a peer's endpoint as this node's endpoint (the peer checks who sends), from any
+  // thread: straight into CAF's network layer, without a hop through the endpoint actor.
   template <class... Ts>
   void send(const caf::actor& to, Ts&&... content) {
-    caf::anon_send(endpoint, outgoing{to, caf::make_message(std::forward<Ts>(content)...)});
+    caf::send_as(endpoint, to, std::forward<Ts>(content)...);
   }
   // Runs `work` inside the endpoint actor.
   void post(std::function<void(caf::stateful_actor<endpoint_state>*)> work) {
@@ -441,7 +434,6 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
   });
   return {
       [self](endpoint_command& command) { command.run(self); },
-      [self](outgoing& out) { self->send(out.to, std::move(out.content)); },
       // -- the cookie challenge, serving side: (name, our nonce, our proof, our registry) or a refusal --
       [self](hello_atom, const std::string& their_name, const std::string& their_nonce,
              const registry& their_names) -> std::tuple<std::uint8_t, std::string, std::string, std::string, std::string> {
