@@ -2,13 +2,13 @@
 // with a state word so racing wake-ups never run it twice at once, and a per-worker run list so a task woken
 // by another task on the same worker runs next there without a hop through CAF's queues.
 // Not for: anything a user calls directly (runtime.hpp, task.hpp are the interface).
+#include "timers.hpp"
+
 #include <postal/detail/intrusive_list.hpp>
 #include <postal/runtime.hpp>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
-#include <caf/allowed_unsafe_message_type.hpp>
-#include <caf/event_based_actor.hpp>
 #include <caf/execution_unit.hpp>
 #include <caf/policy/work_stealing.hpp>
 #include <caf/resumable.hpp>
@@ -22,20 +22,12 @@
 #include <cstdio>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
-
-namespace postal::detail {
-// A due timer: CAF's clock delivers it to the runtime's timer actor, which wakes the waker. Shared because
-// CAF copies message contents; the waker itself is woken once.
-struct timer_due {
-  std::shared_ptr<waker> target;
-};
-}  // namespace postal::detail
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(postal::detail::timer_due)
 
 namespace postal::detail {
 // Destroys a task_body (its destructor is protected: only its job's last reference may end it).
@@ -50,17 +42,6 @@ namespace postal {
 namespace {
 
 constexpr std::size_t default_inline_budget = 256;
-
-// Receives the timers that CAF's clock delivers and wakes their wakers. A class rather than a lambda:
-// CAF 0.17 spawns an argument-less lambda through a null shared_ptr<tuple<>> (undefined behaviour that
-// UBSan reports).
-class timer_actor final : public caf::event_based_actor {
- public:
-  using caf::event_based_actor::event_based_actor;
-  caf::behavior make_behavior() override {
-    return {[](const detail::timer_due& due) { due.target->wake(); }};
-  }
-};
 
 class task_job;
 class spawn_drainer;
@@ -173,18 +154,13 @@ class runtime_impl {
       drainers.push_back(std::make_unique<spawn_drainer>(this));
       idle_drainers.push_back(drainers.back().get());
     }
-    timers = system->spawn<timer_actor>();
+    clock.emplace(*system);
   }
 
   // Wakes `target` at `deadline` through CAF's clock (no thread of postal's own).
-  void wake_at(std::chrono::steady_clock::time_point deadline, waker& target) {
-    auto delay = deadline - std::chrono::steady_clock::now();
-    if (delay <= std::chrono::steady_clock::duration::zero()) delay = {};
-    caf::delayed_anon_send(timers, delay, detail::timer_due{std::make_shared<waker>(std::move(target))});
-  }
+  void wake_at(std::chrono::steady_clock::time_point deadline, waker& target) { clock->wake_at(deadline, target); }
   void stop_timers() {
-    if (timers) caf::anon_send_exit(timers, caf::exit_reason::user_shutdown);
-    timers = nullptr;
+    if (clock) clock->stop();
   }
 
   // Hands a scheduled job, with a reference, to a worker. A task woken from outside goes back to the
@@ -238,7 +214,7 @@ class runtime_impl {
   postal::detail::intrusive_list<task_job> tasks;  // guarded by mutex; oldest first
   caf::actor_system_config config;
   std::unique_ptr<caf::actor_system> system;
-  caf::actor timers;  // the timer actor; pending timers die with it at shutdown
+  std::optional<detail::timers> clock;  // pending timers die with it at shutdown
 };
 
 namespace {
