@@ -66,6 +66,23 @@ std::size_t resident_kb(pid_t pid) {
   return 0;
 }
 
+// A task asking `kv` to hold its request unanswered, and a wait until the remote actor holds `count`.
+postal::join_handle<postal::expected<std::int64_t, ask_error>> held_ask(postal::runtime& rt,
+                                                                       postal::actor_ref<kv_message> kv) {
+  return rt.spawn([](postal::actor_ref<kv_message> kv) -> task<postal::expected<std::int64_t, ask_error>> {
+    hold request;
+    co_return co_await kv.ask(std::move(request));
+  }(std::move(kv)));
+}
+void wait_until_held(postal::actor_ref<kv_message>& kv, std::uint64_t count) {
+  for (;;) {
+    auto waiting = kv.blocking_ask(held{});
+    REQUIRE(waiting);
+    if (*waiting == count) return;
+    std::this_thread::yield();
+  }
+}
+
 template <class T>
 T must(postal::expected<T, cluster_error> result) {
   if (!result) FAIL("cluster error: " << result.error().message);
@@ -193,17 +210,8 @@ TEST_CASE("asks pending on a killed node end with node_down within 0.5 s; its re
   auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
   auto monitor = kv.monitor();
   std::vector<postal::join_handle<postal::expected<std::int64_t, ask_error>>> asks;
-  for (int i = 0; i < 10; ++i)
-    asks.push_back(here.rt.spawn([](postal::actor_ref<kv_message> kv) -> task<postal::expected<std::int64_t, ask_error>> {
-      hold request;
-      co_return co_await kv.ask(std::move(request));
-    }(kv)));
-  for (;;) {  // until the server holds all ten
-    auto waiting = kv.blocking_ask(held{});
-    REQUIRE(waiting);
-    if (*waiting == 10) break;
-    std::this_thread::yield();
-  }
+  for (int i = 0; i < 10; ++i) asks.push_back(held_ask(here.rt, kv));
+  wait_until_held(kv, 10);
   const auto killed_at = clock_type::now();
   server.process->kill(SIGKILL);
   for (auto& ask : asks) {
@@ -225,15 +233,8 @@ TEST_CASE("a frozen node (SIGSTOP) is declared down within its failure timeout p
   local_node here;
   auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
   auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
-  auto pending = here.rt.spawn([](postal::actor_ref<kv_message> kv) -> task<postal::expected<std::int64_t, ask_error>> {
-    hold request;
-    co_return co_await kv.ask(std::move(request));
-  }(kv));
-  for (;;) {
-    auto waiting = kv.blocking_ask(held{});
-    REQUIRE(waiting);
-    if (*waiting == 1) break;
-  }
+  auto pending = held_ask(here.rt, kv);
+  wait_until_held(kv, 1);
   const auto frozen_at = clock_type::now();
   server.process->signal(SIGSTOP);
   auto outcome = pending.blocking_join();
@@ -271,15 +272,8 @@ TEST_CASE("a remote actor's end reaches its refs: monitors, pending asks, and ki
   auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
   auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
   auto watcher = must(here.node.blocking_lookup<kv_message>(at, "kv"));
-  auto pending = here.rt.spawn([](postal::actor_ref<kv_message> kv) -> task<postal::expected<std::int64_t, ask_error>> {
-    hold request;
-    co_return co_await kv.ask(std::move(request));
-  }(kv));
-  for (;;) {
-    auto waiting = kv.blocking_ask(held{});
-    REQUIRE(waiting);
-    if (*waiting == 1) break;
-  }
+  auto pending = held_ask(here.rt, kv);
+  wait_until_held(kv, 1);
   REQUIRE(kv.blocking_tell(crash{}));
   auto reason = watcher.monitor().blocking_exit();
   CHECK(reason.is_failed());
