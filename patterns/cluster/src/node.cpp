@@ -266,7 +266,7 @@ struct link::state {
     std::unordered_map<std::uint64_t, std::unique_ptr<reply_sink>> dropped;
     {
       std::lock_guard lock(mutex);
-      stand_in = control;
+      stand_in = std::move(control);  // the link lets go of the stand-in: the stand-in holds the link
       dropped.swap(pending);
     }
     if (stand_in && node_down) stand_in->mark_node_down();
@@ -344,6 +344,12 @@ void link::stopping(const exit_reason& why) {
 void link::attach(postal::detail::control_ref control) {
   std::lock_guard lock(state_->mutex);
   state_->control = std::move(control);
+}
+
+void link::detach() noexcept {
+  postal::detail::control_ref gone;
+  std::lock_guard lock(state_->mutex);
+  gone = std::move(state_->control);
 }
 
 std::vector<std::shared_ptr<link>> node_core::links_to(const caf::node_id& peer) {

@@ -127,8 +127,10 @@ class link {
   std::size_t batch_bytes() const noexcept;
   // The stand-in stopped: a kill is passed on to the remote actor, the link ends.
   void stopping(const exit_reason& why);
-  // Gives the link the stand-in's control block, to end it when the remote actor ends or its node goes down.
+  // Gives the link the stand-in's control block, to end it when the remote actor ends or its node goes down;
+  // detach() lets go of it (the stand-in is gone: its cell holds the link, the link must not hold the cell).
   void attach(postal::detail::control_ref control);
+  void detach() noexcept;
 
   state& internals() noexcept { return *state_; }
 
@@ -145,6 +147,7 @@ class remote_proxy final : public actor<Message>, public postal::detail::takes_e
 
  public:
   explicit remote_proxy(std::shared_ptr<link> way) : link_(std::move(way)) {}
+  ~remote_proxy() override { link_->detach(); }
 
   std::optional<task<void>> handle_envelope(item& next) {
     if (next.index() == 1) return std::nullopt;  // a nudge
