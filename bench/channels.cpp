@@ -1,5 +1,5 @@
 // The channel scenarios of postal-bench, each doing exactly the work of its Tokio peer
-// (../shared/peers/tokio-bench/src/main.rs) on postal's runtime with 2 workers, and checking its result.
+// (the Tokio 1.24 peer, see bench/README.md) on postal's runtime with 2 workers, and checking its result.
 #include <postal/broadcast.hpp>
 #include <postal/mpsc.hpp>
 #include <postal/oneshot.hpp>

@@ -1,5 +1,5 @@
 // postal-bench <scenario|all> [runs]: runs each scenario `runs` times (default 3), prints one line per run
-// and "<scenario> MEDIAN rate=<n>/s", the format ../shared/peers/compare.sh pairs with the Tokio peer.
+// and "<scenario> MEDIAN rate=<n>/s", the format bench/README.md describes.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>

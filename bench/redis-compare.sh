@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Redis figures of postal-bench, side by side from one run (see ../shared/BENCHMARKS.md):
+# The Redis figures of postal-bench, side by side from one run (see bench/README.md):
 #   1. redis-benchmark -t set,get -n 1000000 -P 16 -c 50 against samples/kv-server and against redis-server;
 #   2. postal-bench conn_manager (50 tasks, SET then GET, through one connection manager) against that same
 #      redis-server, beside redis-benchmark -t set,get -P 16 -c 50 against it (from step 1).
