@@ -3,6 +3,8 @@
 // polling), and on request; every bad case (invalid JSON, a wrong type, a failed validation, a missing file)
 // keeps the last good value published and shows the error in the status channel. Changes are awaited
 // through the channels themselves; the only time limit is a bound on a failing test, never a sleep.
+#include "support/files.hpp"
+
 #include <postal/config.hpp>
 #include <postal/runtime.hpp>
 
@@ -36,30 +38,11 @@ std::optional<postal::config_invalid> check_port(const service_config& c) {
 }
 
 // A fresh directory per test, removed afterwards.
-struct scratch_dir {
-  fs::path path;
-  scratch_dir() {
-    std::random_device random;
-    path = fs::temp_directory_path() / ("postal-config-test-" + std::to_string(random()));
-    fs::create_directories(path);
-  }
-  ~scratch_dir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
+struct scratch_dir : test_support::scratch_dir {
+  scratch_dir() : test_support::scratch_dir("postal-config-test") {}
 };
-
-void write_in_place(const fs::path& file, const std::string& text) {
-  std::ofstream out(file, std::ios::trunc | std::ios::binary);
-  out << text;
-}
-// As editors save: write a new file beside it, then rename it over the old one.
-void write_by_rename(const fs::path& file, const std::string& text) {
-  fs::path temporary = file;
-  temporary += ".tmp";
-  write_in_place(temporary, text);
-  fs::rename(temporary, file);
-}
+using test_support::write_by_rename;
+using test_support::write_in_place;
 
 // Waits for the next change of a watch receiver on a plain thread; false if none came within the bound (a
 // failing test ends instead of hanging). The bound is generous: success comes in milliseconds.

@@ -4,6 +4,8 @@
 // waits for the record it expects through a condition variable: the time limit only bounds a failing test,
 // never a sleep. Each change is made after the callback of the previous one ran, so a correct watch makes
 // exactly one call per change, whatever the timing.
+#include "support/files.hpp"
+
 #include <postal/file_watch.hpp>
 
 #include <catch2/catch.hpp>
@@ -29,30 +31,11 @@ using postal::watch_mode;
 constexpr auto bound = std::chrono::seconds(20);  // only a failing test waits this long
 
 // A fresh directory per test, removed afterwards.
-struct scratch_dir {
-  fs::path path;
-  scratch_dir() {
-    std::random_device random;
-    path = fs::temp_directory_path() / ("postal-file-watch-test-" + std::to_string(random()));
-    fs::create_directories(path);
-  }
-  ~scratch_dir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
+struct scratch_dir : test_support::scratch_dir {
+  scratch_dir() : test_support::scratch_dir("postal-file-watch-test") {}
 };
-
-void write_in_place(const fs::path& file, const std::string& text) {
-  std::ofstream out(file, std::ios::trunc | std::ios::binary);
-  out << text;
-}
-// As editors save: write a new file beside it, then rename it over the old one.
-void write_by_rename(const fs::path& file, const std::string& text) {
-  fs::path temporary = file;
-  temporary += ".tmp";
-  write_in_place(temporary, text);
-  fs::rename(temporary, file);
-}
+using test_support::write_by_rename;
+using test_support::write_in_place;
 std::string read_or_missing(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) return "<missing>";
