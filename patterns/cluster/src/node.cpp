@@ -307,9 +307,7 @@ std::vector<char>& link::begin_record(std::uint32_t alternative, std::uint64_t r
 void link::end_record() {
   state& s = *state_;
   const auto length = static_cast<std::uint32_t>(s.batch.size() - s.record_start - record_header_bytes);
-  std::vector<char> encoded;
-  writer(encoded).write(length);
-  std::memcpy(s.batch.data() + s.record_start + 12, encoded.data(), sizeof length);
+  writer(s.batch).overwrite(s.record_start + record_length_offset, length);
 }
 
 std::uint64_t link::expect_reply(std::unique_ptr<reply_sink> sink) {

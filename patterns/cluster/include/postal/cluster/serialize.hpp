@@ -79,6 +79,12 @@ class writer {
     const char* bytes = static_cast<const char*>(data);
     out_->insert(out_->end(), bytes, bytes + size);
   }
+  // Writes `value` as write() does, over four bytes written before at `offset` (a length that is known only
+  // once what it measures has been written).
+  void overwrite(std::size_t offset, std::uint32_t value) noexcept {
+    if constexpr (std::endian::native == std::endian::big) value = byteswap(value);
+    std::memcpy(out_->data() + offset, &value, sizeof value);
+  }
   template <class T>
   void write(const T& value) {
     using U = std::remove_cvref_t<T>;

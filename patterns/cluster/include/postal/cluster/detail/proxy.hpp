@@ -250,7 +250,8 @@ class target_base {
 };
 
 // How a batch is laid out: records of [alternative u32][request u64][length u32][payload].
-inline constexpr std::size_t record_header_bytes = 4 + 8 + 4;
+inline constexpr std::size_t record_length_offset = 4 + 8;
+inline constexpr std::size_t record_header_bytes = record_length_offset + 4;
 
 template <class Message>
 class inbound final : public inbound_base, public std::enable_shared_from_this<inbound<Message>> {
