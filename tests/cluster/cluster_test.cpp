@@ -66,6 +66,20 @@ std::size_t resident_kb(pid_t pid) {
   return 0;
 }
 
+template <class T>
+T must(postal::expected<T, cluster_error> result) {
+  if (!result) FAIL("cluster error: " << result.error().message);
+  return std::move(*result);
+}
+
+// A node process, this process as a node connected to it, and a ref to the "kv" it publishes.
+struct connected_kv {
+  node_process server;
+  local_node here;
+  postal::cluster::peer at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  postal::actor_ref<kv_message> kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+};
+
 // A task asking `kv` to hold its request unanswered, and a wait until the remote actor holds `count`.
 postal::join_handle<postal::expected<std::int64_t, ask_error>> held_ask(postal::runtime& rt,
                                                                        postal::actor_ref<kv_message> kv) {
@@ -83,19 +97,12 @@ void wait_until_held(postal::actor_ref<kv_message>& kv, std::uint64_t count) {
   }
 }
 
-template <class T>
-T must(postal::expected<T, cluster_error> result) {
-  if (!result) FAIL("cluster error: " << result.error().message);
-  return std::move(*result);
-}
 
 }  // namespace
 
 TEST_CASE("tell and ask cross nodes through a remote ref, from a plain thread and from tasks", "[cluster]") {
-  node_process server;
-  local_node here;
-  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
-  auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+  connected_kv setup;
+  auto& [server, here, at, kv] = setup;
 
   REQUIRE(kv.blocking_tell(put{"a", "1"}));
   auto value = kv.blocking_ask(get{"a", {}});
@@ -204,10 +211,8 @@ TEST_CASE("a producer 100x faster than a remote consumer waits: memory stays bou
 }
 
 TEST_CASE("asks pending on a killed node end with node_down within 0.5 s; its refs end", "[cluster][failure]") {
-  node_process server;
-  local_node here;
-  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
-  auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+  connected_kv setup;
+  auto& [server, here, at, kv] = setup;
   auto monitor = kv.monitor();
   std::vector<postal::join_handle<postal::expected<std::int64_t, ask_error>>> asks;
   for (int i = 0; i < 10; ++i) asks.push_back(held_ask(here.rt, kv));
@@ -229,10 +234,8 @@ TEST_CASE("asks pending on a killed node end with node_down within 0.5 s; its re
 }
 
 TEST_CASE("a frozen node (SIGSTOP) is declared down within its failure timeout plus 0.5 s", "[cluster][failure]") {
-  node_process server;
-  local_node here;
-  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
-  auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+  connected_kv setup;
+  auto& [server, here, at, kv] = setup;
   auto pending = held_ask(here.rt, kv);
   wait_until_held(kv, 1);
   const auto frozen_at = clock_type::now();
@@ -267,10 +270,8 @@ TEST_CASE("a restarted node is a new incarnation: old refs stay down, a new look
 }
 
 TEST_CASE("a remote actor's end reaches its refs: monitors, pending asks, and kill through a ref", "[cluster]") {
-  node_process server;
-  local_node here;
-  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
-  auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+  connected_kv setup;
+  auto& [server, here, at, kv] = setup;
   auto watcher = must(here.node.blocking_lookup<kv_message>(at, "kv"));
   auto pending = held_ask(here.rt, kv);
   wait_until_held(kv, 1);
