@@ -1,5 +1,5 @@
 // A node's network side, on CAF's middleman: the endpoint actor that peers talk to (the cookie challenge,
-// lookups, batches, credit, replies, ends), the links of this node's remote refs, and the inbounds of the
+// lookups, ends), the data port (batches, credit, replies, handled on CAF's network thread), the links of this node's remote refs, and the inbounds of the
 // remote refs that other nodes hold to this node's actors. The only file of postal::cluster that includes
 // CAF. Not for: the typed ends of a remote ref (include/postal/cluster/detail/proxy.hpp).
 #include <postal/cluster/node.hpp>
@@ -129,6 +129,7 @@ class node_core : public std::enable_shared_from_this<node_core> {
   const node_options& options() const noexcept { return options_; }
 
   caf::actor endpoint;  // set once, before any peer can reach it
+  caf::actor data;      // the data port (see data_port below), set once with the endpoint
   std::uint16_t port = 0;
 
   // Sends `content` to a peer's endpoint as this node's endpoint (the peer checks who sends), from any
@@ -193,6 +194,28 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::vector<std::shared_ptr<link>> links_to(const caf::node_id& peer);
   std::uint64_t next_link_id() noexcept { return next_link_.fetch_add(1, std::memory_order_relaxed); }
 
+  // -- admitted peers, as the data port sees them (any thread) --
+  void admit(const caf::node_id& peer, caf::actor their_data) {
+    std::lock_guard lock(peers_mutex_);
+    auto& entry = admitted_[peer];
+    entry.data = std::move(their_data);
+  }
+  void forget(const caf::node_id& peer) {
+    std::map<std::uint64_t, std::shared_ptr<inbound_base>> dropped;  // released outside the lock
+    std::lock_guard lock(peers_mutex_);
+    if (auto found = admitted_.find(peer); found != admitted_.end()) {
+      dropped.swap(found->second.inbounds);
+      admitted_.erase(found);
+    }
+  }
+  void forget_all() {
+    std::map<caf::node_id, admitted_peer> dropped;
+    std::lock_guard lock(peers_mutex_);
+    dropped.swap(admitted_);
+  }
+  // A message to the data port: a batch, credit, a reply or an unanswered request.
+  void on_data(caf::mailbox_element& what);
+
   // -- counters --
   std::atomic<std::uint64_t> peers_refused{0};
   std::atomic<std::uint64_t> messages_dropped{0};
@@ -207,6 +230,32 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::map<std::string, std::uint64_t> names_;
   std::unordered_map<std::uint64_t, std::weak_ptr<link>> links_;
   std::atomic<std::uint64_t> next_link_{1};
+
+  struct admitted_peer {
+    caf::actor data;  // its data port: where credit and replies for its links go
+    std::map<std::uint64_t, std::shared_ptr<inbound_base>> inbounds;  // by the peer's link id
+  };
+  std::mutex peers_mutex_;
+  std::map<caf::node_id, admitted_peer> admitted_;
+};
+
+// The data port: where batches, credit and replies arrive. A CAF actor with no mailbox of its own: BASP
+// calls its enqueue on the network thread as it reads each message, and the message is handled there at
+// once (its work is to put messages into postal mailboxes and answer oneshots, which never block), so a
+// message from another node costs no hop through CAF's scheduler before it reaches a postal actor. The
+// cookie challenge, lookups and ends go through the endpoint actor, which may wait.
+class data_port final : public caf::monitorable_actor {
+ public:
+  data_port(caf::actor_config& config, std::weak_ptr<node_core> core)
+      : caf::monitorable_actor(config), core_(std::move(core)) {}
+  void enqueue(caf::mailbox_element_ptr what, caf::execution_unit*) override {
+    if (!what || getf(is_terminated_flag)) return;
+    if (auto core = core_.lock()) core->on_data(*what);
+  }
+  const char* name() const override { return "postal.cluster.data"; }
+
+ private:
+  std::weak_ptr<node_core> core_;
 };
 
 // -- a link: one remote ref's way ---------------------------------------------------------------------------
@@ -214,6 +263,7 @@ class node_core : public std::enable_shared_from_this<node_core> {
 struct link::state {
   std::weak_ptr<node_core> node;
   caf::actor peer_endpoint;
+  caf::actor peer_data;
   caf::node_id peer_node;
   std::string peer_name;
   std::uint64_t id = 0;
@@ -328,7 +378,7 @@ void link::flush() {
   out.reserve(s.batch.capacity());
   out.swap(s.batch);
   if (s.ended.load(std::memory_order_acquire)) return;
-  if (auto node = s.node.lock()) node->send(s.peer_endpoint, batch_atom::value, s.id, s.target_id, std::move(out));
+  if (auto node = s.node.lock()) node->send(s.peer_data, batch_atom::value, s.id, s.target_id, std::uint64_t{s.window}, std::move(out));
 }
 
 void link::stopping(const exit_reason& why) {
@@ -376,6 +426,72 @@ class origin_impl final : public origin {
   std::uint64_t link_;
 };
 
+// -- the data port's messages ---------------------------------------------------------------------------------
+
+void node_core::on_data(caf::mailbox_element& what) {
+  const auto& content = what.content();
+  caf::actor peer_data;
+  if (what.sender) {
+    std::lock_guard lock(peers_mutex_);
+    if (auto found = admitted_.find(what.sender->node()); found != admitted_.end()) peer_data = found->second.data;
+  }
+  if (!peer_data || content.size() == 0 || !content.match_element<caf::atom_value>(0)) {
+    messages_dropped.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  const caf::atom_value kind = content.get_as<caf::atom_value>(0);
+  if (kind == batch_atom::value &&
+      content.match_elements<caf::atom_value, std::uint64_t, std::uint64_t, std::uint64_t, std::vector<char>>()) {
+    // A batch for one of our actors, from one of the peer's remote refs.
+    const auto link_id = content.get_as<std::uint64_t>(1);
+    const auto target_id = content.get_as<std::uint64_t>(2);
+    const auto window = content.get_as<std::uint64_t>(3);
+    const auto& bytes = content.get_as<std::vector<char>>(4);
+    std::shared_ptr<inbound_base> inbound;
+    {
+      std::lock_guard lock(peers_mutex_);
+      auto found = admitted_.find(what.sender->node());
+      if (found == admitted_.end()) return;
+      inbound = found->second.inbounds[link_id];
+      if (!inbound) {
+        auto target = find_target(target_id);
+        if (!target) {  // it ended: its asks get no reply; the link hears of its end (exited)
+          found->second.inbounds.erase(link_id);
+          return;
+        }
+        inbound = target->open(runtime_, std::make_shared<origin_impl>(shared_from_this(), peer_data, link_id),
+                               std::max<std::uint64_t>(1, window / 4));
+        found->second.inbounds[link_id] = inbound;
+      }
+    }
+    if (inbound->deliver(bytes.data(), bytes.size()) != 0) batches_malformed.fetch_add(1, std::memory_order_relaxed);
+  } else if (kind == credit_atom::value && content.match_elements<caf::atom_value, std::uint64_t, std::uint64_t>()) {
+    if (auto way = find_link(content.get_as<std::uint64_t>(1))) way->internals().grant(content.get_as<std::uint64_t>(2));
+  } else if (kind == reply_atom::value &&
+             content.match_elements<caf::atom_value, std::uint64_t, std::uint64_t, std::vector<char>>()) {
+    auto way = find_link(content.get_as<std::uint64_t>(1));
+    if (!way) return;
+    if (auto sink = way->internals().take(content.get_as<std::uint64_t>(2))) {
+      const auto& bytes = content.get_as<std::vector<char>>(3);
+      reader in(bytes.data(), bytes.size());
+      sink->deliver(in);
+    }
+  } else if (kind == unanswered_atom::value &&
+             content.match_elements<caf::atom_value, std::uint64_t, std::uint64_t>()) {
+    if (auto way = find_link(content.get_as<std::uint64_t>(1)))
+      way->internals().take(content.get_as<std::uint64_t>(2));  // dropped: the asker gets no_reply
+  } else {
+    messages_dropped.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+// Stops the data port: it takes nothing more, and CAF's registry lets go of it.
+void stop_data(node_core& core) {
+  core.forget_all();
+  if (auto* port = caf::actor_cast<caf::abstract_actor*>(core.data))
+    static_cast<caf::monitorable_actor*>(port)->cleanup(caf::exit_reason::user_shutdown, nullptr);
+}
+
 // -- the endpoint actor -------------------------------------------------------------------------------------
 
 struct peer_state {
@@ -384,8 +500,8 @@ struct peer_state {
   std::string their_nonce;  // while the challenge runs
   std::string our_nonce;
   bool admitted = false;
+  caf::actor data;                  // its data port
   std::set<std::uint64_t> watched;  // our targets this peer looked up: it hears of their end
-  std::map<std::uint64_t, std::shared_ptr<inbound_base>> inbounds;  // by the peer's link id
 };
 
 class endpoint_state {
@@ -418,6 +534,7 @@ void peer_down(endpoint_actor* self, const caf::node_id& node, const std::string
   if (found == self->state.peers.end()) return;
   const std::string name = found->second.name;
   self->state.peers.erase(found);
+  self->state.core->forget(node);
   for (auto& way : self->state.core->links_to(node))
     way->internals().end(exit_reason{exit_reason::kind_type::node_down, "node '" + name + "' is down: " + why},
                          true);
@@ -439,25 +556,27 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
   return {
       [self](endpoint_command& command) { command.run(self); },
       // -- the cookie challenge, serving side: (name, our nonce, our proof, our registry) or a refusal --
-      [self](hello_atom, const std::string& their_name, const std::string& their_nonce,
-             const registry& their_names) -> std::tuple<std::uint8_t, std::string, std::string, std::string, std::string> {
+      [self](hello_atom, const std::string& their_name, const std::string& their_nonce, const registry& their_names,
+             const caf::actor& their_data)
+          -> std::tuple<std::uint8_t, std::string, std::string, std::string, std::string, caf::actor> {
         auto& state = self->state;
         auto sender = self->current_sender();
-        if (!sender) return {1, "no sender", {}, {}, {}};
+        if (!sender || !their_data) return {1, "no sender", {}, {}, {}, {}};
         const registry mine = state.core->names();
         if (auto difference = registry_difference(mine, their_names); !difference.empty()) {
           state.core->peers_refused.fetch_add(1, std::memory_order_relaxed);
           report("refused node '", their_name + "': message types differ: " + difference);
-          return {1, "message types differ: " + difference, {}, {}, {}};
+          return {1, "message types differ: " + difference, {}, {}, {}, {}};
         }
         peer_state& entry = state.peers[sender->node()];
-        if (entry.admitted) return {0, {}, state.core->options().name, {}, {}};  // already connected
+        if (entry.admitted) return {0, {}, state.core->options().name, {}, {}, state.core->data};  // already connected
         entry.endpoint = caf::actor_cast<caf::actor>(sender);
+        entry.data = their_data;
         entry.name = their_name;
         entry.their_nonce = their_nonce;
         entry.our_nonce = random_nonce();
         return {0, {}, state.core->options().name, entry.our_nonce,
-                proof(state.core->options().cookie, "server", their_nonce, entry.our_nonce)};
+                proof(state.core->options().cookie, "server", their_nonce, entry.our_nonce), state.core->data};
       },
       [self](prove_atom, const std::string& their_proof) -> std::tuple<std::uint8_t, std::string> {
         auto& state = self->state;
@@ -474,6 +593,7 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
           return {1, "wrong cookie"};
         }
         entry.admitted = true;
+        state.core->admit(found->first, entry.data);
         self->monitor(entry.endpoint);
         return {0, {}};
       },
@@ -493,46 +613,11 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
         from->watched.insert(found->id);
         return {0, found->id, {}};
       },
-      // -- a batch for one of our actors from one of the peer's remote refs --
-      [self](batch_atom, std::uint64_t link_id, std::uint64_t target_id, const std::vector<char>& bytes) {
-        auto sender = self->current_sender();
-        auto* from = self->state.admitted(sender);
-        if (from == nullptr) return;
-        auto& inbound = from->inbounds[link_id];
-        if (!inbound) {
-          auto target = self->state.core->find_target(target_id);
-          if (!target) {  // it ended: its asks get no reply; the link hears of its end (exited)
-            from->inbounds.erase(link_id);
-            return;
-          }
-          inbound = target->open(self->state.core->rt(),
-                                 std::make_shared<origin_impl>(self->state.core, from->endpoint, link_id));
-        }
-        if (inbound->deliver(bytes.data(), bytes.size()) != 0)
-          self->state.core->batches_malformed.fetch_add(1, std::memory_order_relaxed);
-      },
       [self](kill_atom, std::uint64_t target_id) {
         if (self->state.admitted(self->current_sender()) == nullptr) return;
         if (auto target = self->state.core->find_target(target_id)) target->kill();
       },
       // -- from the far end of one of our links --
-      [self](credit_atom, std::uint64_t link_id, std::uint64_t messages) {
-        if (self->state.admitted(self->current_sender()) == nullptr) return;
-        if (auto way = self->state.core->find_link(link_id)) way->internals().grant(messages);
-      },
-      [self](reply_atom, std::uint64_t link_id, std::uint64_t request, const std::vector<char>& bytes) {
-        if (self->state.admitted(self->current_sender()) == nullptr) return;
-        auto way = self->state.core->find_link(link_id);
-        if (!way) return;
-        if (auto sink = way->internals().take(request)) {
-          reader in(bytes.data(), bytes.size());
-          sink->deliver(in);
-        }
-      },
-      [self](unanswered_atom, std::uint64_t link_id, std::uint64_t request) {
-        if (self->state.admitted(self->current_sender()) == nullptr) return;
-        if (auto way = self->state.core->find_link(link_id)) way->internals().take(request);  // dropped: no_reply
-      },
       [self](exited_atom, std::uint64_t target_id, std::uint8_t kind, const std::string& message) {
         auto sender = self->current_sender();
         if (self->state.admitted(sender) == nullptr) return;
@@ -577,10 +662,15 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(std::move
                                 "postal::cluster::enable(options)");
   if (options_.credit_window == 0) throw std::invalid_argument("postal::cluster::node: credit_window must be at least 1");
   core_ = std::make_shared<detail::node_core>(rt, options_);
+  caf::actor_config port_config;
+  core_->data = caf::make_actor<detail::data_port, caf::actor>(rt.system().next_actor_id(), rt.system().node(),
+                                                                &rt.system(), port_config,
+                                                                std::weak_ptr<detail::node_core>(core_));
   core_->endpoint = rt.system().spawn(detail::endpoint, core_);
   auto opened = rt.system().middleman().publish(core_->endpoint, options_.port, options_.bind_address.c_str(), true);
   if (!opened) {
     caf::anon_send_exit(core_->endpoint, caf::exit_reason::user_shutdown);
+    detail::stop_data(*core_);
     throw std::runtime_error("postal::cluster::node: cannot listen on " + options_.bind_address + ":" +
                              std::to_string(options_.port) + ": " + caf::to_string(opened.error()));
   }
@@ -589,6 +679,7 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(std::move
 
 node::~node() {
   (void)runtime_.system().middleman().unpublish(core_->endpoint, core_->port);
+  detail::stop_data(*core_);
   core_->post([](detail::endpoint_actor* self) {
     for (auto& [node, entry] : self->state.peers)
       for (auto& way : self->state.core->links_to(node))
@@ -636,12 +727,12 @@ task<expected<peer, cluster_error>> node::connect(std::string host, std::uint16_
               auto them = caf::actor_cast<caf::actor>(published);
               const std::string our_nonce = random_nonce();
               const auto timeout = caf::duration{core->options().request_timeout};
-              self->request(them, timeout, hello_atom::value, core->options().name, our_nonce, core->names())
+              self->request(them, timeout, hello_atom::value, core->options().name, our_nonce, core->names(), core->data)
                   .then(
                       [self, core, them, node, our_nonce](std::uint8_t status, const std::string& why,
                                                            const std::string& their_name,
                                                            const std::string& their_nonce,
-                                                           const std::string& their_proof) {
+                                                           const std::string& their_proof, const caf::actor& their_data) {
                         if (status != 0) {
                           detail::finish_connect(self, node, unexpected{error(cluster_error::kind_type::refused, why)});
                           return;
@@ -651,8 +742,10 @@ task<expected<peer, cluster_error>> node::connect(std::string host, std::uint16_
                           auto& entry = state.peers[node];
                           if (!entry.admitted) {
                             entry.endpoint = them;
+                            entry.data = their_data;
                             entry.name = their_name;
                             entry.admitted = true;
+                            core->admit(node, their_data);
                             self->monitor(them);
                           }
                           detail::finish_connect(self, node, peer{their_name, caf::to_string(node)});
@@ -669,7 +762,8 @@ task<expected<peer, cluster_error>> node::connect(std::string host, std::uint16_
                         self->request(them, timeout, prove_atom::value,
                                       proof(core->options().cookie, "client", their_nonce, our_nonce))
                             .then(
-                                [self, them, node, their_name, they_know](std::uint8_t status, const std::string& why) {
+                                [self, core, them, their_data, node, their_name, they_know](std::uint8_t status,
+                                                                                           const std::string& why) {
                                   if (!they_know) {
                                     detail::finish_connect(
                                         self, node,
@@ -684,8 +778,10 @@ task<expected<peer, cluster_error>> node::connect(std::string host, std::uint16_
                                   }
                                   auto& entry = self->state.peers[node];
                                   entry.endpoint = them;
+                                  entry.data = their_data;
                                   entry.name = their_name;
                                   entry.admitted = true;
+                                  core->admit(node, their_data);
                                   self->monitor(them);
                                   detail::finish_connect(self, node, peer{their_name, caf::to_string(node)});
                                 },
@@ -731,10 +827,11 @@ task<expected<std::shared_ptr<detail::link>, cluster_error>> node::lookup_target
     }
     const auto timeout = caf::duration{core->options().request_timeout};
     auto them = entry->endpoint;
+    auto their_data = entry->data;
     const std::string peer_name = entry->name;
     self->request(them, timeout, lookup_atom::value, name, signature)
         .then(
-            [self, core, responder, them, node, peer_name](std::uint8_t kind, std::uint64_t target_id,
+            [self, core, responder, them, their_data, node, peer_name](std::uint8_t kind, std::uint64_t target_id,
                                                             const std::string& why) {
               if (kind != 0) {
                 (void)responder->send(unexpected{error(static_cast<cluster_error::kind_type>(kind), why)});
@@ -743,6 +840,7 @@ task<expected<std::shared_ptr<detail::link>, cluster_error>> node::lookup_target
               auto s = std::make_unique<detail::link::state>();
               s->node = core;
               s->peer_endpoint = them;
+              s->peer_data = their_data;
               s->peer_node = node;
               s->peer_name = peer_name;
               s->id = core->next_link_id();

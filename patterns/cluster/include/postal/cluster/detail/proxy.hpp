@@ -3,7 +3,7 @@
 // its link's batch while the link has credit, keeping each request's responder until the reply comes back.
 // On the serving node, an inbound (one per remote ref that sent something) reads each batch, attaches a
 // responder of its own to each request, and puts the messages into the published actor's mailbox, waiting
-// for room in order; each message in the mailbox returns one credit. The untyped rest (CAF, the links, the
+// for room in order; each message in the mailbox returns one credit (acknowledged a quarter window at a time). The untyped rest (CAF, the links, the
 // peers) is compiled in src/node.cpp. Internal to postal::cluster.
 #pragma once
 
@@ -23,6 +23,7 @@
 #include <coroutine>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -243,10 +244,25 @@ class target_base {
  public:
   virtual ~target_base() = default;
   virtual const std::string& signature() const noexcept = 0;
-  virtual std::shared_ptr<inbound_base> open(runtime& rt, std::shared_ptr<origin> back) = 0;
+  // The inbound of one remote ref, which acknowledges every `ack_every` messages (a quarter of the sender's
+  // window: the sender never waits while the mailbox has room).
+  virtual std::shared_ptr<inbound_base> open(runtime& rt, std::shared_ptr<origin> back, std::size_t ack_every) = 0;
   // Waits for the actor's end.
   virtual task<exit_reason> ended() = 0;
   virtual void kill() = 0;
+};
+
+// A coroutine with no executor: it starts at once, and each wait resumes on the thread that ends it (a
+// waker for a coroutine outside postal's runtime resumes it inline). For a few instructions that must
+// follow an event without a hop through the scheduler; it must never block. Exceptions end the process.
+struct inline_job {
+  struct promise_type {
+    inline_job get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
 };
 
 // How a batch is laid out: records of [alternative u32][request u64][length u32][payload].
@@ -301,7 +317,7 @@ class inbound final : public inbound_base, public std::enable_shared_from_this<i
           pushing_ = start_push = true;
         }
       }
-      if (accepted_ != 0 && (!pushing_ || accepted_ >= ack_every_)) acknowledge = std::exchange(accepted_, 0);
+      if (accepted_ >= ack_every_) acknowledge = std::exchange(accepted_, 0);
     }
     // Outside the lock: the push task takes it, and may run before spawn returns.
     if (acknowledge != 0) back_->credit(acknowledge);
@@ -321,7 +337,6 @@ class inbound final : public inbound_base, public std::enable_shared_from_this<i
         std::lock_guard lock(self->mutex_);
         if (self->backlog_.empty()) {
           self->pushing_ = false;
-          acknowledge = std::exchange(self->accepted_, 0);
         } else {
           next.emplace(std::move(self->backlog_.front()));
           self->backlog_.pop_front();
@@ -354,7 +369,7 @@ class inbound final : public inbound_base, public std::enable_shared_from_this<i
           } else if constexpr (postal::detail::has_responder<M> || postal::detail::declares_reply<M>) {
             using R = postal::detail::reply_of<M>;
             auto [reply, answer] = oneshot::channel<R>();
-            runtime_.spawn_detached(forward_reply<R>(std::move(answer), request, back_));
+            forward_reply<R>(std::move(answer), request, back_);
             result.emplace(postal::detail::request_envelope<Message>(std::move(typed), std::move(reply)));
           }
         },
@@ -362,9 +377,10 @@ class inbound final : public inbound_base, public std::enable_shared_from_this<i
     return result;
   }
 
-  // Sends the actor's answer to a remote request back to the asking node.
+  // Sends the actor's answer to a remote request back to the asking node, on the thread that answers (or
+  // drops the request), with no task of its own.
   template <class R>
-  static task<void> forward_reply(oneshot::receiver<R> answer, std::uint64_t request, std::shared_ptr<origin> back) {
+  static inline_job forward_reply(oneshot::receiver<R> answer, std::uint64_t request, std::shared_ptr<origin> back) {
     auto value = co_await answer;
     if (!value) {
       back->unanswered(request);
@@ -391,13 +407,11 @@ class target final : public target_base {
  public:
   explicit target(actor_ref<Message> ref) : ref_(std::move(ref)), signature_(detail::signature<Message>()) {}
   const std::string& signature() const noexcept override { return signature_; }
-  std::shared_ptr<inbound_base> open(runtime& rt, std::shared_ptr<origin> back) override {
+  std::shared_ptr<inbound_base> open(runtime& rt, std::shared_ptr<origin> back, std::size_t ack_every) override {
     return std::make_shared<inbound<Message>>(rt, ref_, std::move(back), ack_every);
   }
   task<exit_reason> ended() override { return ended_of(ref_.monitor()); }
   void kill() override { ref_.kill(); }
-
-  static constexpr std::size_t ack_every = 256;
 
  private:
   static task<exit_reason> ended_of(actor_monitor monitor) { co_return co_await monitor.exit(); }
