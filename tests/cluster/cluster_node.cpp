@@ -1,5 +1,6 @@
-// A node for the cluster tests, run as a process of its own: it publishes a key-value actor as "kv" and a
-// consumer as "sink" (slowed down by --sink-delay-us), prints "port=<n>" once it listens, and runs until it
+// A node for the cluster tests, run as a process of its own: it publishes a key-value actor as "kv", a
+// consumer as "sink" (slowed down by --sink-delay-us), a counter as "counter" and a relay (which keeps a ref
+// it is sent and uses it) as "relay", prints "port=<n>" once it listens, and runs until it
 // is killed. usage: cluster-test-node --cookie C [--port P] [--name N] [--sink-delay-us D]
 //                                     [--heartbeat-ms H] [--timeout-ms T]
 #include "messages.hpp"
@@ -42,21 +43,65 @@ class kv_store : public postal::actor<kv_message> {
 class sink : public postal::actor<sink_message> {
  public:
   explicit sink(std::chrono::microseconds delay) : delay_(delay) {}
-  std::optional<postal::task<void>> handle(item& m) {
-    if (m.sequence != next_) ++out_of_order_;
-    next_ = m.sequence + 1;
+  std::optional<postal::task<void>> handle(blob& m) { return take(m.sequence); }
+  std::optional<postal::task<void>> handle(item& m) { return take(m.sequence); }
+  std::pair<std::uint64_t, std::uint64_t> handle(tally&) { return {received_, out_of_order_}; }
+
+ private:
+  std::optional<postal::task<void>> take(std::uint64_t sequence) {
+    if (sequence != next_) ++out_of_order_;
+    next_ = sequence + 1;
     ++received_;
     if (delay_.count() == 0) return std::nullopt;
     return wait();
   }
-  std::pair<std::uint64_t, std::uint64_t> handle(tally&) { return {received_, out_of_order_}; }
-
- private:
   postal::task<void> wait() { co_await postal::sleep_for(delay_); }
   std::chrono::microseconds delay_;
   std::uint64_t next_ = 0;
   std::uint64_t received_ = 0;
   std::uint64_t out_of_order_ = 0;
+};
+
+class counter : public postal::actor<counter_message> {
+ public:
+  std::uint64_t handle(bump&) { return ++count_; }
+
+ private:
+  std::uint64_t count_ = 0;
+};
+
+class relay : public postal::actor<relay_message> {
+ public:
+  bool handle(keep& m) {
+    kept_ = std::move(m.counter);
+    return static_cast<bool>(kept_);
+  }
+  std::optional<postal::task<void>> handle(bump_kept& m) {
+    if (!kept_) {
+      (void)m.reply.send(0);
+      return std::nullopt;
+    }
+    return bump_times(kept_, m.times, std::move(m.reply));
+  }
+  postal::actor_ref<counter_message> handle(give_back&) { return kept_; }
+  bool handle(drop_kept&) {
+    kept_ = {};
+    return true;
+  }
+
+ private:
+  static postal::task<void> bump_times(postal::actor_ref<counter_message> to, std::uint64_t times,
+                                 postal::responder<std::uint64_t> reply) {
+    std::uint64_t last = 0;
+    for (std::uint64_t i = 0; i < times; ++i) {
+      cluster_test::bump request;
+      auto answer = co_await to.ask(std::move(request));
+      if (!answer) break;
+      last = *answer;
+    }
+    (void)reply.send(last);
+  }
+  postal::actor_ref<counter_message> kept_;
 };
 
 }  // namespace
@@ -77,6 +122,8 @@ int main(int argc, char** argv) {
   node.publish("kv", postal::spawn_actor<kv_store>(rt, postal::actor_options{}));
   node.publish("sink", postal::spawn_actor<sink>(rt, postal::actor_options{.mailbox_capacity = 64},
                                                  std::chrono::microseconds(number("--sink-delay-us", 0))));
+  node.publish("counter", postal::spawn_actor<counter>(rt, postal::actor_options{}));
+  node.publish("relay", postal::spawn_actor<relay>(rt, postal::actor_options{}));
   std::printf("port=%u\n", static_cast<unsigned>(node.port()));
   std::fflush(stdout);
   for (;;) ::pause();  // until killed

@@ -18,6 +18,7 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,9 +52,9 @@ struct node_process {
 
 // This process as a node, with the same failure detection as the node processes.
 struct local_node {
-  explicit local_node(std::string secret = cookie)
+  explicit local_node(std::string secret = cookie, std::size_t proxy_capacity = 1024)
       : rt(postal::cluster::enable({.workers = 2}, {100ms, 500ms})),
-        node(rt, {.name = "tester", .cookie = std::move(secret)}) {}
+        node(rt, {.name = "tester", .cookie = std::move(secret), .proxy_capacity = proxy_capacity}) {}
   postal::runtime rt;
   postal::cluster::node node;
 };
@@ -210,6 +211,28 @@ TEST_CASE("a producer 100x faster than a remote consumer waits: memory stays bou
   CHECK(peak_here < here_before + 64 * 1024);
 }
 
+TEST_CASE("large messages are bounded by the bytes in flight, not only by their count", "[cluster][backpressure]") {
+  node_process server({"--sink-delay-us", "50"});
+  local_node here(cookie, 8);  // a small stand-in mailbox: this side holds at most 8 waiting blobs
+  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  auto consumer = must(here.node.blocking_lookup<sink_message>(at, "sink"));
+  const std::size_t server_before = resident_kb(server.process->pid());
+  const std::string payload(64 * 1024, 'x');
+  constexpr std::uint64_t total = 1500;  // 96 MiB in all
+  std::size_t peak_server = 0;
+  for (std::uint64_t i = 0; i < total; ++i) {
+    if (i % 25 == 0) peak_server = std::max(peak_server, resident_kb(server.process->pid()));
+    REQUIRE(consumer.blocking_tell(blob{i, payload}));
+  }
+  auto counted = consumer.blocking_ask(tally{});
+  REQUIRE(counted);
+  CHECK(counted->first == total);
+  CHECK(counted->second == 0);
+  // The sink's mailbox (64 blobs, 4 MiB) and credit_bytes (4 MiB) in flight; the message window alone would
+  // let 1024 blobs (64 MiB) be in flight.
+  CHECK(peak_server < server_before + 18 * 1024);
+}
+
 TEST_CASE("asks pending on a killed node end with node_down within 0.5 s; its refs end", "[cluster][failure]") {
   connected_kv setup;
   auto& [server, here, at, kv] = setup;
@@ -291,4 +314,101 @@ TEST_CASE("a remote actor's end reaches its refs: monitors, pending asks, and ki
   auto second = must(here.node.blocking_lookup<sink_message>(at, "sink"));
   consumer.kill();
   CHECK(second.monitor().blocking_exit().is_killed());
+}
+
+// -- refs inside messages ------------------------------------------------------------------------------------
+
+namespace {
+
+class local_counter : public postal::actor<counter_message> {
+ public:
+  std::uint64_t handle(bump&) { return ++count_; }
+
+ private:
+  std::uint64_t count_ = 0;
+};
+
+// An actor's end, waited for on a thread of its own for at most `limit` (a guard against a hang: the end
+// is an event the test causes, not a timing it hopes for).
+std::optional<postal::exit_reason> exit_within(postal::actor_monitor monitor, std::chrono::seconds limit) {
+  auto ended = std::make_shared<std::promise<postal::exit_reason>>();
+  auto result = ended->get_future();
+  std::thread([monitor = std::move(monitor), ended]() mutable { ended->set_value(monitor.blocking_exit()); }).detach();
+  if (result.wait_for(limit) != std::future_status::ready) return std::nullopt;
+  return result.get();
+}
+
+}  // namespace
+
+TEST_CASE("a ref inside a message reaches the same actor from another node and comes back as the same ref",
+          "[cluster][refs]") {
+  node_process server;
+  local_node here;
+  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  auto relay = must(here.node.blocking_lookup<relay_message>(at, "relay"));
+  auto mine = postal::spawn_actor<local_counter>(here.rt, postal::actor_options{});
+
+  auto kept = relay.blocking_ask(keep{mine});
+  REQUIRE(kept);
+  CHECK(*kept);
+  auto last = relay.blocking_ask(bump_kept{5, {}});  // the other node asks this node's actor 5 times
+  REQUIRE(last);
+  CHECK(*last == 5);
+  auto here_count = mine.blocking_ask(bump{});
+  REQUIRE(here_count);
+  CHECK(*here_count == 6);  // the same actor took them
+
+  auto back = relay.blocking_ask(give_back{});  // a reply that holds the ref
+  REQUIRE(back);
+  CHECK(*back == mine);  // this node's own actor, not a stand-in for it
+  CHECK(*back->blocking_ask(bump{}) == 7);
+
+  REQUIRE(relay.blocking_ask(drop_kept{}));
+  auto none = relay.blocking_ask(give_back{});  // an empty ref crosses as an empty ref
+  REQUIRE(none);
+  CHECK_FALSE(*none);
+}
+
+TEST_CASE("an actor whose ref crossed is let go once no other node holds a ref to it", "[cluster][refs]") {
+  node_process server;
+  local_node here;
+  auto at = must(here.node.blocking_connect("127.0.0.1", server.port));
+  auto relay = must(here.node.blocking_lookup<relay_message>(at, "relay"));
+  postal::actor_monitor monitor = [&] {
+    auto mine = postal::spawn_actor<local_counter>(here.rt, postal::actor_options{});
+    auto watch = mine.monitor();
+    REQUIRE(relay.blocking_ask(keep{std::move(mine)}));  // from now on only the other node holds it
+    return watch;
+  }();
+  auto used = relay.blocking_ask(bump_kept{2, {}});
+  REQUIRE(used);
+  CHECK(*used == 2);  // alive while the other node holds it, though this node has no ref left
+  REQUIRE(relay.blocking_ask(drop_kept{}));
+  auto reason = exit_within(std::move(monitor), std::chrono::seconds(10));
+  REQUIRE(reason);
+  CHECK(reason->is_normal());  // every ref gone: it stopped as a local actor does
+}
+
+TEST_CASE("a ref to an actor on a third node is used directly: the receiving node connects to that node",
+          "[cluster][refs]") {
+  node_process b({"--name", "b"});
+  node_process c({"--name", "c"});
+  local_node here;
+  auto at_b = must(here.node.blocking_connect("127.0.0.1", b.port));
+  auto at_c = must(here.node.blocking_connect("127.0.0.1", c.port));
+  auto counter_on_c = must(here.node.blocking_lookup<counter_message>(at_c, "counter"));
+  auto relay_on_b = must(here.node.blocking_lookup<relay_message>(at_b, "relay"));
+
+  REQUIRE(relay_on_b.blocking_ask(keep{counter_on_c}));  // b was never connected to c
+  auto last = relay_on_b.blocking_ask(bump_kept{3, {}});
+  REQUIRE(last);
+  CHECK(*last == 3);
+  auto count = counter_on_c.blocking_ask(bump{});
+  REQUIRE(count);
+  CHECK(*count == 4);  // b's asks reached c's counter
+
+  c.process->kill(SIGKILL);  // b's ref to c's counter ends with c: b's ask fails instead of hanging
+  auto after = relay_on_b.blocking_ask(bump_kept{1, {}});
+  REQUIRE(after);
+  CHECK(*after == 0);
 }

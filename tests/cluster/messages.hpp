@@ -65,17 +65,67 @@ struct item {  // 32 bytes on the wire
   std::uint64_t sequence = 0;
   std::array<char, 24> padding{};
 };
-struct tally {  // (items received, items out of order)
+struct blob {  // an item with a payload of any size
+  std::uint64_t sequence = 0;
+  std::string data;
+};
+struct tally {  // (items and blobs received, out of order)
   using reply_type = std::pair<std::uint64_t, std::uint64_t>;
 };
-using sink_message = std::variant<item, tally>;
+using sink_message = std::variant<item, tally, blob>;
 
 template <class Inspector>
 auto inspect(Inspector& f, item& x) {
   return f(x.sequence, x.padding);
 }
 template <class Inspector>
+auto inspect(Inspector& f, blob& x) {
+  return f(x.sequence, x.data);
+}
+template <class Inspector>
 auto inspect(Inspector& f, tally&) {
+  return f();
+}
+
+// A counter, and a relay that keeps a ref to one (sent to it inside a message) and uses it.
+struct bump {  // the count after this bump
+  using reply_type = std::uint64_t;
+};
+using counter_message = std::variant<bump>;
+template <class Inspector>
+auto inspect(Inspector& f, bump&) {
+  return f();
+}
+
+struct keep {  // keep this ref (replacing the one kept before)
+  postal::actor_ref<counter_message> counter;
+  using reply_type = bool;
+};
+struct bump_kept {  // ask the kept counter to bump `times` times; the reply is its last answer (0 on error)
+  std::uint64_t times = 0;
+  postal::responder<std::uint64_t> reply;
+};
+struct give_back {  // the kept ref
+  using reply_type = postal::actor_ref<counter_message>;
+};
+struct drop_kept {  // let go of the kept ref
+  using reply_type = bool;
+};
+using relay_message = std::variant<keep, bump_kept, give_back, drop_kept>;
+template <class Inspector>
+auto inspect(Inspector& f, keep& x) {
+  return f(x.counter);
+}
+template <class Inspector>
+auto inspect(Inspector& f, bump_kept& x) {
+  return f(x.times);
+}
+template <class Inspector>
+auto inspect(Inspector& f, give_back&) {
+  return f();
+}
+template <class Inspector>
+auto inspect(Inspector& f, drop_kept&) {
   return f();
 }
 

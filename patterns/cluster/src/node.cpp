@@ -16,6 +16,8 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <coroutine>
 #include <optional>
@@ -49,6 +51,8 @@ using reply_atom = caf::atom_constant<caf::atom("pc_reply")>;
 using unanswered_atom = caf::atom_constant<caf::atom("pc_noreply")>;
 using exited_atom = caf::atom_constant<caf::atom("pc_exited")>;
 using kill_atom = caf::atom_constant<caf::atom("pc_kill")>;
+using release_atom = caf::atom_constant<caf::atom("pc_release")>;
+using broken_atom = caf::atom_constant<caf::atom("pc_broken")>;
 
 // -- the cookie challenge ----------------------------------------------------------------------------------
 
@@ -114,10 +118,27 @@ std::string describe_signature(const std::string& signature) {
 
 // -- the node's shared state ---------------------------------------------------------------------------------
 
+// An admitted peer, as the links and the data port need it.
+struct peer_info {
+  caf::actor endpoint;
+  caf::actor data;    // its data port: where credit, replies and batches for it go
+  std::string id;     // CAF's node id, as text
+  std::string name;
+  std::string host;   // where it listens (for refs to its actors that this node passes on)
+  std::uint16_t port = 0;
+};
+
 struct published {
   std::uint64_t id;
-  std::string name;
+  std::string name;  // empty for an actor exported because its ref crossed inside a message
   std::shared_ptr<target_base> target;
+  std::map<caf::node_id, std::uint64_t> holders;  // refs each peer received, less those it released
+};
+
+// The stand-in this node made for a remote actor, found again when another ref to that actor arrives.
+struct stand_in {
+  postal::detail::control_ref control;
+  std::weak_ptr<link> way;
 };
 
 class node_core : public std::enable_shared_from_this<node_core> {
@@ -131,6 +152,8 @@ class node_core : public std::enable_shared_from_this<node_core> {
   caf::actor endpoint;  // set once, before any peer can reach it
   caf::actor data;      // the data port (see data_port below), set once with the endpoint
   std::uint16_t port = 0;
+  std::string id;       // this node's id, as text
+  std::string host;     // the address peers are told to reach this node at
 
   // Sends `content` to a peer's endpoint as this node's endpoint (the peer checks who sends), from any
   // thread: straight into CAF's network layer, without a hop through the endpoint actor.
@@ -147,9 +170,52 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::uint64_t publish(const std::string& name, std::shared_ptr<target_base> target) {
     std::lock_guard lock(mutex_);
     const std::uint64_t id = next_target_++;
-    targets_[id] = published{id, name, std::move(target)};
+    by_actor_[target->control().get()] = id;
+    targets_[id] = published{id, name, std::move(target), {}};
     names_[name] = id;
     return id;
+  }
+  // The id under which `actor`'s ref goes to `peer` inside a message: its published one, or a new one
+  // (`fresh` set: the caller watches it). Each ref sent counts as held by the peer until it releases it.
+  std::uint64_t export_actor(const postal::detail::control_ref& actor,
+                             const std::function<std::shared_ptr<target_base>()>& make_target,
+                             const caf::node_id& peer, std::shared_ptr<target_base>& fresh) {
+    std::lock_guard lock(mutex_);
+    std::uint64_t id = 0;
+    if (auto known = by_actor_.find(actor.get()); known != by_actor_.end()) {
+      id = known->second;
+      auto& entry = targets_.at(id);
+      if (!entry.target) entry.target = make_target();  // released by every peer before, still running
+    } else {
+      id = next_target_++;
+      fresh = make_target();
+      by_actor_[actor.get()] = id;
+      targets_[id] = published{id, {}, fresh, {}};
+    }
+    ++targets_.at(id).holders[peer];
+    return id;
+  }
+  // `peer` dropped `count` refs to the actor `id`. An exported actor that no peer holds any more is let
+  // go (it runs on while this node has refs to it; exported again, it keeps its id).
+  void release(const caf::node_id& peer, std::uint64_t id, std::uint64_t count) {
+    std::shared_ptr<target_base> dropped;  // released outside the lock: it may be the actor's last ref
+    std::lock_guard lock(mutex_);
+    auto found = targets_.find(id);
+    if (found == targets_.end()) return;
+    auto held = found->second.holders.find(peer);
+    if (held == found->second.holders.end()) return;
+    held->second -= std::min(held->second, count);
+    if (held->second == 0) found->second.holders.erase(held);
+    if (found->second.name.empty() && found->second.holders.empty()) dropped = std::move(found->second.target);
+  }
+  // `peer` is gone: it holds nothing any more.
+  void release_all(const caf::node_id& peer) {
+    std::vector<std::shared_ptr<target_base>> dropped;
+    std::lock_guard lock(mutex_);
+    for (auto& [id, entry] : targets_) {
+      if (entry.holders.erase(peer) != 0 && entry.name.empty() && entry.holders.empty() && entry.target)
+        dropped.push_back(std::move(entry.target));
+    }
   }
   std::optional<published> find_target(const std::string& name) {
     std::lock_guard lock(mutex_);
@@ -162,14 +228,40 @@ class node_core : public std::enable_shared_from_this<node_core> {
     auto found = targets_.find(id);
     return found == targets_.end() ? nullptr : found->second.target;
   }
+  // The actor ended.
   void unpublish(std::uint64_t id) {
+    std::shared_ptr<target_base> dropped;
     std::lock_guard lock(mutex_);
     auto found = targets_.find(id);
     if (found == targets_.end()) return;
-    auto named = names_.find(found->second.name);
-    if (named != names_.end() && named->second == id) names_.erase(named);
+    if (!found->second.name.empty()) {
+      auto named = names_.find(found->second.name);
+      if (named != names_.end() && named->second == id) names_.erase(named);
+    }
+    for (auto known = by_actor_.begin(); known != by_actor_.end(); ++known)
+      if (known->second == id) {
+        by_actor_.erase(known);
+        break;
+      }
+    dropped = std::move(found->second.target);
     targets_.erase(found);
   }
+
+  // -- stand-ins of remote actors (any thread) --
+  std::optional<stand_in> find_stand_in(const std::string& home, std::uint64_t target);
+  void add_stand_in(const std::shared_ptr<link>& way, postal::detail::control_ref control);
+  void remove_stand_in(link& way);
+  // The link of a stand-in, if `actor` is one.
+  std::shared_ptr<link> stand_in_link(const postal::detail::control_block* actor) {
+    std::lock_guard lock(mutex_);
+    auto found = stand_in_links_.find(actor);
+    return found == stand_in_links_.end() ? nullptr : found->second.lock();
+  }
+  // A link to `target` on the admitted peer `node` (ended with node_down if it is not admitted any more).
+  std::shared_ptr<link> make_link(const caf::node_id& node, std::uint64_t target);
+  // A link for a ref that arrived inside a message: to a peer, to a node this one connects to first, or
+  // (the actor is gone) one that has ended.
+  std::shared_ptr<link> open_link(const ref_address& address);
   registry names() {
     std::lock_guard lock(mutex_);
     registry all;
@@ -195,23 +287,48 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::uint64_t next_link_id() noexcept { return next_link_.fetch_add(1, std::memory_order_relaxed); }
 
   // -- admitted peers, as the data port sees them (any thread) --
-  void admit(const caf::node_id& peer, caf::actor their_data) {
+  void admit(const caf::node_id& peer, peer_info info) {
     std::lock_guard lock(peers_mutex_);
-    auto& entry = admitted_[peer];
-    entry.data = std::move(their_data);
+    admitted_[peer].info = std::move(info);
+  }
+  std::optional<peer_info> admitted(const caf::node_id& peer) {
+    std::lock_guard lock(peers_mutex_);
+    auto found = admitted_.find(peer);
+    if (found == admitted_.end()) return std::nullopt;
+    return found->second.info;
+  }
+  std::optional<std::pair<caf::node_id, peer_info>> admitted(const std::string& id) {
+    std::lock_guard lock(peers_mutex_);
+    for (auto& [node, entry] : admitted_)
+      if (entry.info.id == id) return std::pair{node, entry.info};
+    return std::nullopt;
   }
   void forget(const caf::node_id& peer) {
-    std::map<std::uint64_t, std::shared_ptr<inbound_base>> dropped;  // released outside the lock
-    std::lock_guard lock(peers_mutex_);
-    if (auto found = admitted_.find(peer); found != admitted_.end()) {
-      dropped.swap(found->second.inbounds);
-      admitted_.erase(found);
+    {
+      std::map<std::uint64_t, std::shared_ptr<inbound_base>> dropped;  // released outside the lock
+      std::lock_guard lock(peers_mutex_);
+      if (auto found = admitted_.find(peer); found != admitted_.end()) {
+        dropped.swap(found->second.inbounds);
+        admitted_.erase(found);
+      }
     }
+    release_all(peer);
   }
   void forget_all() {
     std::map<caf::node_id, admitted_peer> dropped;
     std::lock_guard lock(peers_mutex_);
     dropped.swap(admitted_);
+  }
+  // The peer's link `link_id` ended: its inbound (and the ref it holds) goes.
+  void close_inbound(const caf::node_id& peer, std::uint64_t link_id) {
+    std::shared_ptr<inbound_base> closed;
+    std::lock_guard lock(peers_mutex_);
+    if (auto found = admitted_.find(peer); found != admitted_.end()) {
+      auto inbound = found->second.inbounds.find(link_id);
+      if (inbound == found->second.inbounds.end()) return;
+      closed = std::move(inbound->second);
+      found->second.inbounds.erase(inbound);
+    }
   }
   // A message to the data port: a batch, credit, a reply or an unanswered request.
   void on_data(caf::mailbox_element& what);
@@ -230,9 +347,12 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::map<std::string, std::uint64_t> names_;
   std::unordered_map<std::uint64_t, std::weak_ptr<link>> links_;
   std::atomic<std::uint64_t> next_link_{1};
+  std::unordered_map<const postal::detail::control_block*, std::uint64_t> by_actor_;  // published actors
+  std::map<std::pair<std::string, std::uint64_t>, stand_in> stand_ins_;  // by (home node, target)
+  std::unordered_map<const postal::detail::control_block*, std::weak_ptr<link>> stand_in_links_;
 
   struct admitted_peer {
-    caf::actor data;  // its data port: where credit and replies for its links go
+    peer_info info;
     std::map<std::uint64_t, std::shared_ptr<inbound_base>> inbounds;  // by the peer's link id
   };
   std::mutex peers_mutex_;
@@ -262,31 +382,43 @@ class data_port final : public caf::monitorable_actor {
 
 struct link::state {
   std::weak_ptr<node_core> node;
+  // Where the remote actor lives. Fixed when the link is made, except for a link to a node this one had to
+  // connect to first: then its peer fields are set, under `mutex`, before its first credit.
+  ref_address home;
   caf::actor peer_endpoint;
   caf::actor peer_data;
   caf::node_id peer_node;
   std::string peer_name;
+  std::shared_ptr<ref_codec> codec;
   std::uint64_t id = 0;
   std::uint64_t target_id = 0;
-  std::size_t window = 0;
+  std::size_t window = 0;        // messages in flight
+  std::size_t window_bytes = 0;  // bytes in flight (one message may pass it)
+  std::atomic<std::uint64_t> imports{0};  // refs to the remote actor that arrived in messages and use this link
 
   // The stand-in's thread only.
   std::vector<char> batch;
   std::size_t record_start = 0;
-  std::uint64_t sent = 0;  // messages that took credit
+  std::uint64_t sent = 0;        // messages that took credit
+  std::uint64_t sent_bytes = 0;  // and their bytes
 
   // Shared with the network side.
-  std::atomic<std::uint64_t> granted{0};  // window + messages acknowledged
+  std::atomic<std::uint64_t> granted{0};        // window + messages acknowledged
+  std::atomic<std::uint64_t> granted_bytes{0};  // window_bytes + bytes acknowledged
   std::atomic<bool> ended{false};
   std::mutex mutex;
   std::optional<waker> waiting;  // the stand-in, waiting for credit (guarded by mutex)
   std::unordered_map<std::uint64_t, std::unique_ptr<reply_sink>> pending;
   std::uint64_t next_request = 1;
   postal::detail::control_ref control;
+  std::optional<exit_reason> ended_why;  // once ended, for a stand-in attached after that
+  const postal::detail::control_block* stand_in = nullptr;  // the stand-in's identity (guarded by the node's mutex)
+  bool ended_node_down = false;
 
-  bool can_send() const noexcept {
-    return ended.load(std::memory_order_acquire) || sent < granted.load(std::memory_order_acquire);
+  bool has_credit() const noexcept {
+    return sent < granted.load(std::memory_order_acquire) && sent_bytes < granted_bytes.load(std::memory_order_acquire);
   }
+  bool can_send() const noexcept { return ended.load(std::memory_order_acquire) || has_credit(); }
   void wake_waiting() {
     std::optional<waker> woken;
     {
@@ -295,7 +427,8 @@ struct link::state {
     }
     if (woken) woken->wake();
   }
-  void grant(std::uint64_t messages) {
+  void grant(std::uint64_t messages, std::uint64_t bytes) {
+    granted_bytes.fetch_add(bytes, std::memory_order_acq_rel);
     granted.fetch_add(messages, std::memory_order_acq_rel);
     wake_waiting();
   }
@@ -318,12 +451,18 @@ struct link::state {
       std::lock_guard lock(mutex);
       stand_in = std::move(control);  // the link lets go of the stand-in: the stand-in holds the link
       dropped.swap(pending);
+      ended_why = why;
+      ended_node_down = node_down;
     }
-    if (stand_in && node_down) stand_in->mark_node_down();
+    if (stand_in && node_down) stand_in->mark_node_down();  // before the askers learn of the end
     dropped.clear();
     wake_waiting();
-    if (stand_in)
-      stand_in->post({postal::detail::control_request::kind_type::stop, stop_mode::drop, std::move(why)});
+    stop_stand_in(stand_in, std::move(why), node_down);
+  }
+  static void stop_stand_in(const postal::detail::control_ref& stand_in, exit_reason why, bool node_down) {
+    if (!stand_in) return;
+    if (node_down) stand_in->mark_node_down();
+    stand_in->post({postal::detail::control_request::kind_type::stop, stop_mode::drop, std::move(why)});
   }
 };
 
@@ -332,7 +471,7 @@ link::~link() = default;
 
 bool link::take_credit() noexcept {
   state& s = *state_;
-  if (s.ended.load(std::memory_order_acquire) || s.sent >= s.granted.load(std::memory_order_acquire)) return false;
+  if (s.ended.load(std::memory_order_acquire) || !s.has_credit()) return false;
   ++s.sent;
   return true;
 }
@@ -358,6 +497,7 @@ void link::end_record() {
   state& s = *state_;
   const auto length = static_cast<std::uint32_t>(s.batch.size() - s.record_start - record_header_bytes);
   writer(s.batch).overwrite(s.record_start + record_length_offset, length);
+  s.sent_bytes += record_header_bytes + length;
 }
 
 std::uint64_t link::expect_reply(std::unique_ptr<reply_sink> sink) {
@@ -378,26 +518,66 @@ void link::flush() {
   out.reserve(s.batch.capacity());
   out.swap(s.batch);
   if (s.ended.load(std::memory_order_acquire)) return;
-  if (auto node = s.node.lock()) node->send(s.peer_data, batch_atom::value, s.id, s.target_id, std::uint64_t{s.window}, std::move(out));
+  if (auto node = s.node.lock()) node->send(s.peer_data, batch_atom::value, s.id, s.target_id, std::uint64_t{s.window},
+                                     std::uint64_t{s.window_bytes}, std::move(out));
 }
 
 void link::stopping(const exit_reason& why) {
   state& s = *state_;
-  if (auto node = s.node.lock()) node->remove_link(s.id);
-  if (!s.ended.load(std::memory_order_acquire) && why.is_killed())
-    if (auto node = s.node.lock()) node->send(s.peer_endpoint, kill_atom::value, s.target_id);
+  auto node = s.node.lock();
+  if (node) {
+    node->remove_link(s.id);
+    node->remove_stand_in(*this);
+  }
+  caf::actor peer;
+  {
+    std::lock_guard lock(s.mutex);
+    peer = s.peer_endpoint;
+  }
+  if (node && peer && !s.ended.load(std::memory_order_acquire)) {
+    if (why.is_killed()) node->send(peer, kill_atom::value, s.target_id);
+    // The far end closes its side of the link (which holds a ref to the actor), and the refs to the actor
+    // that came in messages are all gone with the stand-in: its node may let the actor go.
+    node->send(peer, release_atom::value, s.target_id, s.id, s.imports.load(std::memory_order_acquire));
+  }
   s.end(why, false);
 }
 
 void link::attach(postal::detail::control_ref control) {
-  std::lock_guard lock(state_->mutex);
-  state_->control = std::move(control);
+  state& s = *state_;
+  auto node = s.node.lock();
+  if (node) node->add_stand_in(shared_from_this(), control);
+  std::optional<exit_reason> why;
+  bool node_down = false;
+  {
+    std::lock_guard lock(s.mutex);
+    if (s.ended_why) {  // it ended before the stand-in existed: the stand-in stops at once
+      why = s.ended_why;
+      node_down = s.ended_node_down;
+    } else {
+      s.control = control;
+    }
+  }
+  if (why) state::stop_stand_in(control, std::move(*why), node_down);
 }
+
+void link::imported() noexcept { state_->imports.fetch_add(1, std::memory_order_acq_rel); }
+ref_codec* link::codec() noexcept { return state_->codec.get(); }
 
 void link::detach() noexcept {
   postal::detail::control_ref gone;
   std::lock_guard lock(state_->mutex);
   gone = std::move(state_->control);
+}
+
+// A link that has ended: its stand-in stops as soon as it exists (a ref to an actor that is gone).
+std::shared_ptr<link> ended_link(const ref_address& address, exit_reason why, bool node_down) {
+  auto s = std::make_unique<link::state>();
+  s->home = address;
+  s->target_id = address.target;
+  auto way = std::make_shared<link>(std::move(s));
+  way->internals().end(std::move(why), node_down);
+  return way;
 }
 
 std::vector<std::shared_ptr<link>> node_core::links_to(const caf::node_id& peer) {
@@ -408,13 +588,78 @@ std::vector<std::shared_ptr<link>> node_core::links_to(const caf::node_id& peer)
   return found;
 }
 
+// -- refs inside messages -----------------------------------------------------------------------------------
+
+task<void> watch_target(std::shared_ptr<node_core> core, std::uint64_t id, task<exit_reason> ended);
+void watch_for(node_core& core, const caf::node_id& peer, std::uint64_t id);
+
+// How refs cross between this node and one peer: written as the address of their actor, read back as a
+// ref to this node's own actor, to the stand-in this node already has for that actor, or to a new one.
+class peer_codec final : public ref_codec {
+ public:
+  peer_codec(const std::shared_ptr<node_core>& core, caf::node_id peer)
+      : core_(core), peer_(std::move(peer)), runtime_(core->rt()), capacity_(core->options().proxy_capacity) {}
+
+  void write(writer& out, const postal::detail::control_ref& actor, const std::string& signature,
+             const std::function<std::shared_ptr<target_base>()>& make_target) override {
+    auto core = core_.lock();
+    if (!core) throw std::runtime_error("postal::cluster: a ref cannot cross: this node stopped");
+    ref_address address;
+    if (auto way = core->stand_in_link(actor.get())) {  // a stand-in: the actor lives on its home node
+      link::state& s = way->internals();
+      std::lock_guard lock(s.mutex);
+      address = s.home;
+    } else {
+      std::shared_ptr<target_base> fresh;
+      address = {core->id, core->host, core->port, core->export_actor(actor, make_target, peer_, fresh)};
+      if (fresh) core->rt().spawn_detached(watch_target(core, address.target, fresh->ended()));
+      watch_for(*core, peer_, address.target);
+    }
+    out(address.node, address.host, address.port, address.target, signature);
+  }
+
+  std::optional<found> read(reader& in, const std::string& signature) override {
+    found result;
+    std::string written_signature;
+    in(result.address.node, result.address.host, result.address.port, result.address.target, written_signature);
+    auto core = core_.lock();
+    if (in.failed() || written_signature != signature || !core) return std::nullopt;
+    if (result.address.node == core->id) {
+      if (auto target = core->find_target(result.address.target)) {
+        if (target->signature() != signature) return std::nullopt;
+        result.actor = target->control();
+      }
+    } else if (auto known = core->find_stand_in(result.address.node, result.address.target)) {
+      result.way = known->way.lock();
+      if (result.way) result.actor = std::move(known->control);
+    }
+    return result;
+  }
+
+  std::shared_ptr<link> open(const ref_address& address) override {
+    if (auto core = core_.lock()) return core->open_link(address);
+    return ended_link(address, exit_reason{exit_reason::kind_type::node_down, "this node stopped"}, true);
+  }
+  runtime& rt() noexcept override { return runtime_; }
+  std::size_t proxy_capacity() const noexcept override { return capacity_; }
+
+ private:
+  std::weak_ptr<node_core> core_;
+  caf::node_id peer_;
+  runtime& runtime_;
+  const std::size_t capacity_;
+};
+
 // -- what an inbound sends back -----------------------------------------------------------------------------
 
 class origin_impl final : public origin {
  public:
-  origin_impl(std::shared_ptr<node_core> node, caf::actor peer, std::uint64_t link_id)
-      : node_(std::move(node)), peer_(std::move(peer)), link_(link_id) {}
-  void credit(std::uint64_t messages) override { node_->send(peer_, credit_atom::value, link_, messages); }
+  origin_impl(std::shared_ptr<node_core> node, caf::actor peer, caf::node_id peer_node, std::uint64_t link_id)
+      : node_(std::move(node)), peer_(std::move(peer)), link_(link_id), codec_(node_, std::move(peer_node)) {}
+  ref_codec* codec() noexcept override { return &codec_; }
+  void credit(std::uint64_t messages, std::uint64_t bytes) override {
+    node_->send(peer_, credit_atom::value, link_, messages, bytes);
+  }
   void reply(std::uint64_t request, std::vector<char> bytes) override {
     node_->send(peer_, reply_atom::value, link_, request, std::move(bytes));
   }
@@ -424,29 +669,34 @@ class origin_impl final : public origin {
   std::shared_ptr<node_core> node_;
   caf::actor peer_;
   std::uint64_t link_;
+  peer_codec codec_;
 };
 
 // -- the data port's messages ---------------------------------------------------------------------------------
 
 void node_core::on_data(caf::mailbox_element& what) {
   const auto& content = what.content();
-  caf::actor peer_data;
+  caf::actor peer_data, peer_endpoint;
   if (what.sender) {
     std::lock_guard lock(peers_mutex_);
-    if (auto found = admitted_.find(what.sender->node()); found != admitted_.end()) peer_data = found->second.data;
+    if (auto found = admitted_.find(what.sender->node()); found != admitted_.end()) {
+      peer_data = found->second.info.data;
+      peer_endpoint = found->second.info.endpoint;
+    }
   }
   if (!peer_data || content.size() == 0 || !content.match_element<caf::atom_value>(0)) {
     messages_dropped.fetch_add(1, std::memory_order_relaxed);
     return;
   }
   const caf::atom_value kind = content.get_as<caf::atom_value>(0);
-  if (kind == batch_atom::value &&
-      content.match_elements<caf::atom_value, std::uint64_t, std::uint64_t, std::uint64_t, std::vector<char>>()) {
+  if (kind == batch_atom::value && content.match_elements<caf::atom_value, std::uint64_t, std::uint64_t, std::uint64_t,
+                                                          std::uint64_t, std::vector<char>>()) {
     // A batch for one of our actors, from one of the peer's remote refs.
     const auto link_id = content.get_as<std::uint64_t>(1);
     const auto target_id = content.get_as<std::uint64_t>(2);
     const auto window = content.get_as<std::uint64_t>(3);
-    const auto& bytes = content.get_as<std::vector<char>>(4);
+    const auto window_bytes = content.get_as<std::uint64_t>(4);
+    const auto& bytes = content.get_as<std::vector<char>>(5);
     std::shared_ptr<inbound_base> inbound;
     {
       std::lock_guard lock(peers_mutex_);
@@ -455,25 +705,35 @@ void node_core::on_data(caf::mailbox_element& what) {
       inbound = found->second.inbounds[link_id];
       if (!inbound) {
         auto target = find_target(target_id);
-        if (!target) {  // it ended: its asks get no reply; the link hears of its end (exited)
+        if (!target) {  // it ended, or was let go: the link ends, its asks with no_reply
           found->second.inbounds.erase(link_id);
+          send(peer_endpoint, exited_atom::value, target_id, static_cast<std::uint8_t>(exit_reason::kind_type::normal),
+               std::string("the actor is gone"));
           return;
         }
-        inbound = target->open(runtime_, std::make_shared<origin_impl>(shared_from_this(), peer_data, link_id),
-                               std::max<std::uint64_t>(1, window / 4));
+        inbound = target->open(
+            runtime_, std::make_shared<origin_impl>(shared_from_this(), peer_data, what.sender->node(), link_id),
+            std::max<std::uint64_t>(1, window / 4), std::max<std::uint64_t>(1, window_bytes / 4));
         found->second.inbounds[link_id] = inbound;
       }
     }
-    if (inbound->deliver(bytes.data(), bytes.size()) != 0) batches_malformed.fetch_add(1, std::memory_order_relaxed);
-  } else if (kind == credit_atom::value && content.match_elements<caf::atom_value, std::uint64_t, std::uint64_t>()) {
-    if (auto way = find_link(content.get_as<std::uint64_t>(1))) way->internals().grant(content.get_as<std::uint64_t>(2));
+    const auto outcome = inbound->deliver(bytes.data(), bytes.size());
+    if (outcome.skipped != 0 || outcome.broken) batches_malformed.fetch_add(1, std::memory_order_relaxed);
+    if (outcome.broken) {  // what follows on this link cannot be trusted: it ends, every wait on it with it
+      close_inbound(what.sender->node(), link_id);
+      send(peer_endpoint, broken_atom::value, link_id, std::string("a batch could not be read"));
+    }
+  } else if (kind == credit_atom::value &&
+             content.match_elements<caf::atom_value, std::uint64_t, std::uint64_t, std::uint64_t>()) {
+    if (auto way = find_link(content.get_as<std::uint64_t>(1)))
+      way->internals().grant(content.get_as<std::uint64_t>(2), content.get_as<std::uint64_t>(3));
   } else if (kind == reply_atom::value &&
              content.match_elements<caf::atom_value, std::uint64_t, std::uint64_t, std::vector<char>>()) {
     auto way = find_link(content.get_as<std::uint64_t>(1));
     if (!way) return;
     if (auto sink = way->internals().take(content.get_as<std::uint64_t>(2))) {
       const auto& bytes = content.get_as<std::vector<char>>(3);
-      reader in(bytes.data(), bytes.size());
+      reader in(bytes.data(), bytes.size(), way->codec());
       sink->deliver(in);
     }
   } else if (kind == unanswered_atom::value &&
@@ -501,14 +761,18 @@ struct peer_state {
   std::string our_nonce;
   bool admitted = false;
   caf::actor data;                  // its data port
-  std::set<std::uint64_t> watched;  // our targets this peer looked up: it hears of their end
+  std::string host;                 // where it listens
+  std::uint16_t port = 0;
+  std::set<std::uint64_t> watched;  // our targets this peer looked up or got refs to: it hears of their end
 };
+
+using connect_done = std::function<void(expected<peer, cluster_error>)>;
 
 class endpoint_state {
  public:
   std::shared_ptr<node_core> core;
   std::map<caf::node_id, peer_state> peers;
-  std::map<caf::node_id, std::vector<oneshot::sender<expected<peer, cluster_error>>>> connecting;
+  std::map<caf::node_id, std::vector<connect_done>> connecting;  // handshakes under way, by node
 
   peer_state* admitted(const caf::strong_actor_ptr& sender) {
     if (!sender) return nullptr;
@@ -545,7 +809,15 @@ void finish_connect(endpoint_actor* self, const caf::node_id& node, expected<pee
   if (waiting == self->state.connecting.end()) return;
   auto responders = std::move(waiting->second);
   self->state.connecting.erase(waiting);
-  for (auto& responder : responders) (void)responder.send(outcome);
+  for (auto& responder : responders) responder(outcome);
+}
+
+// The peer `node` passed the challenge: links and the data port may use it.
+void admit(endpoint_actor* self, const caf::node_id& node, peer_state& entry) {
+  entry.admitted = true;
+  self->state.core->admit(node, peer_info{entry.endpoint, entry.data, caf::to_string(node), entry.name, entry.host,
+                                          entry.port});
+  self->monitor(entry.endpoint);
 }
 
 caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
@@ -555,28 +827,34 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
   });
   return {
       [self](endpoint_command& command) { command.run(self); },
-      // -- the cookie challenge, serving side: (name, our nonce, our proof, our registry) or a refusal --
+      // -- the cookie challenge, serving side: (0, "", name, our nonce, our proof, data port, host, port) or a
+      // refusal (1, why) --
       [self](hello_atom, const std::string& their_name, const std::string& their_nonce, const registry& their_names,
-             const caf::actor& their_data)
-          -> std::tuple<std::uint8_t, std::string, std::string, std::string, std::string, caf::actor> {
+             const caf::actor& their_data, const std::string& their_host, std::uint16_t their_port)
+          -> std::tuple<std::uint8_t, std::string, std::string, std::string, std::string, caf::actor, std::string,
+                        std::uint16_t> {
         auto& state = self->state;
         auto sender = self->current_sender();
-        if (!sender || !their_data) return {1, "no sender", {}, {}, {}, {}};
+        if (!sender || !their_data) return {1, "no sender", {}, {}, {}, {}, {}, 0};
         const registry mine = state.core->names();
         if (auto difference = registry_difference(mine, their_names); !difference.empty()) {
           state.core->peers_refused.fetch_add(1, std::memory_order_relaxed);
           report("refused node '", their_name + "': message types differ: " + difference);
-          return {1, "message types differ: " + difference, {}, {}, {}, {}};
+          return {1, "message types differ: " + difference, {}, {}, {}, {}, {}, 0};
         }
         peer_state& entry = state.peers[sender->node()];
-        if (entry.admitted) return {0, {}, state.core->options().name, {}, {}, state.core->data};  // already connected
+        if (entry.admitted)  // already connected
+          return {0, {}, state.core->options().name, {}, {}, state.core->data, state.core->host, state.core->port};
         entry.endpoint = caf::actor_cast<caf::actor>(sender);
         entry.data = their_data;
         entry.name = their_name;
+        entry.host = their_host;
+        entry.port = their_port;
         entry.their_nonce = their_nonce;
         entry.our_nonce = random_nonce();
         return {0, {}, state.core->options().name, entry.our_nonce,
-                proof(state.core->options().cookie, "server", their_nonce, entry.our_nonce), state.core->data};
+                proof(state.core->options().cookie, "server", their_nonce, entry.our_nonce), state.core->data,
+                state.core->host, state.core->port};
       },
       [self](prove_atom, const std::string& their_proof) -> std::tuple<std::uint8_t, std::string> {
         auto& state = self->state;
@@ -592,9 +870,7 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
           state.peers.erase(found);
           return {1, "wrong cookie"};
         }
-        entry.admitted = true;
-        state.core->admit(found->first, entry.data);
-        self->monitor(entry.endpoint);
+        admit(self, found->first, entry);
         return {0, {}};
       },
       // -- lookups: (0, id, signature) or (kind, 0, why) --
@@ -617,7 +893,21 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
         if (self->state.admitted(self->current_sender()) == nullptr) return;
         if (auto target = self->state.core->find_target(target_id)) target->kill();
       },
+      [self](release_atom, std::uint64_t target_id, std::uint64_t link_id, std::uint64_t count) {
+        auto sender = self->current_sender();
+        if (self->state.admitted(sender) == nullptr) return;
+        self->state.core->close_inbound(sender->node(), link_id);
+        if (count != 0) self->state.core->release(sender->node(), target_id, count);
+      },
       // -- from the far end of one of our links --
+      [self](broken_atom, std::uint64_t link_id, const std::string& why) {
+        auto sender = self->current_sender();
+        auto* from = self->state.admitted(sender);
+        if (from == nullptr) return;
+        report("a link to node '", from->name + "' broke: " + why);
+        if (auto way = self->state.core->find_link(link_id); way && way->internals().peer_node == sender->node())
+          way->internals().end(exit_reason{exit_reason::kind_type::failed, "node '" + from->name + "': " + why}, false);
+      },
       [self](exited_atom, std::uint64_t target_id, std::uint8_t kind, const std::string& message) {
         auto sender = self->current_sender();
         if (self->state.admitted(sender) == nullptr) return;
@@ -628,14 +918,219 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
   };
 }
 
+// Connects to the node at host:port (CAF's connect, then the cookie challenge both ways and the registry
+// comparison); `done` gets the peer or why not. A handshake already under way with that node is joined.
+void start_connect(endpoint_actor* self, std::shared_ptr<node_core> core, std::string host, std::uint16_t port,
+                   connect_done done) {
+  const auto timeout = caf::duration{core->options().request_timeout};
+  auto answer = std::make_shared<connect_done>(std::move(done));
+  self->request(self->system().middleman().actor_handle(), timeout, caf::connect_atom::value, host, port)
+      .then(
+          [self, core, answer, host, port](const caf::node_id& node, caf::strong_actor_ptr& published,
+                                           const std::set<std::string>&) {
+            if (!published) {
+              (*answer)(unexpected{error(cluster_error::kind_type::unreachable,
+                                         "no node listens at " + host + ":" + std::to_string(port))});
+              return;
+            }
+            auto& state = self->state;
+            if (auto known = state.peers.find(node); known != state.peers.end() && known->second.admitted) {
+              (*answer)(peer{known->second.name, caf::to_string(node)});
+              return;
+            }
+            auto& waiting = state.connecting[node];
+            waiting.push_back(std::move(*answer));
+            if (waiting.size() > 1) return;  // a handshake with that node is under way
+            auto them = caf::actor_cast<caf::actor>(published);
+            const std::string our_nonce = random_nonce();
+            const auto timeout = caf::duration{core->options().request_timeout};
+            self->request(them, timeout, hello_atom::value, core->options().name, our_nonce, core->names(), core->data,
+                          core->host, core->port)
+                .then(
+                    [self, core, them, node, our_nonce](std::uint8_t status, const std::string& why,
+                                                         const std::string& their_name, const std::string& their_nonce,
+                                                         const std::string& their_proof, const caf::actor& their_data,
+                                                         const std::string& their_host, std::uint16_t their_port) {
+                      if (status != 0) {
+                        finish_connect(self, node, unexpected{error(cluster_error::kind_type::refused, why)});
+                        return;
+                      }
+                      auto admit_them = [self, them, node, their_name, their_data, their_host, their_port] {
+                        auto& entry = self->state.peers[node];
+                        if (entry.admitted) return;
+                        entry.endpoint = them;
+                        entry.data = their_data;
+                        entry.name = their_name;
+                        entry.host = their_host;
+                        entry.port = their_port;
+                        admit(self, node, entry);
+                      };
+                      if (their_nonce.empty()) {  // it had admitted us already
+                        admit_them();
+                        finish_connect(self, node, peer{their_name, caf::to_string(node)});
+                        return;
+                      }
+                      // Our proof goes out even when theirs is wrong: the other node then refuses us too, and
+                      // logs why, which is where an operator looks.
+                      const bool they_know =
+                          same_proof(their_proof, proof(core->options().cookie, "server", our_nonce, their_nonce));
+                      if (!they_know) {
+                        core->peers_refused.fetch_add(1, std::memory_order_relaxed);
+                        report("refused node '", their_name + "': it does not know the cluster's cookie");
+                      }
+                      const auto timeout = caf::duration{core->options().request_timeout};
+                      self->request(them, timeout, prove_atom::value,
+                                    proof(core->options().cookie, "client", their_nonce, our_nonce))
+                          .then(
+                              [self, node, their_name, they_know, admit_them](std::uint8_t status,
+                                                                              const std::string& why) {
+                                if (!they_know) {
+                                  finish_connect(self, node,
+                                                 unexpected{error(cluster_error::kind_type::refused,
+                                                                  "node '" + their_name + "' does not know the cookie")});
+                                  return;
+                                }
+                                if (status != 0) {
+                                  finish_connect(self, node, unexpected{error(cluster_error::kind_type::refused, why)});
+                                  return;
+                                }
+                                admit_them();
+                                finish_connect(self, node, peer{their_name, caf::to_string(node)});
+                              },
+                              [self, node](caf::error& failure) {
+                                finish_connect(self, node, unexpected{from_caf(failure, "connect")});
+                              });
+                    },
+                    [self, node](caf::error& failure) {
+                      finish_connect(self, node, unexpected{from_caf(failure, "connect")});
+                    });
+          },
+          [answer, host, port](caf::error& failure) {
+            (*answer)(unexpected{from_caf(failure, "connect to " + host + ":" + std::to_string(port))});
+          });
+}
+
+// -- links and stand-ins --------------------------------------------------------------------------------------
+
+std::optional<stand_in> node_core::find_stand_in(const std::string& home, std::uint64_t target) {
+  std::lock_guard lock(mutex_);
+  auto found = stand_ins_.find({home, target});
+  if (found == stand_ins_.end()) return std::nullopt;
+  auto way = found->second.way.lock();
+  if (!way || way->ended()) return std::nullopt;
+  return found->second;
+}
+
+void node_core::add_stand_in(const std::shared_ptr<link>& way, postal::detail::control_ref control) {
+  link::state& s = way->internals();
+  std::lock_guard lock(mutex_);
+  s.stand_in = control.get();
+  stand_in_links_[control.get()] = way;
+  if (s.home.node.empty()) return;
+  auto& entry = stand_ins_[{s.home.node, s.home.target}];
+  auto current = entry.way.lock();
+  if (!current || current->ended()) entry = stand_in{std::move(control), way};  // the first one stays
+}
+
+void node_core::remove_stand_in(link& way) {
+  link::state& s = way.internals();
+  std::lock_guard lock(mutex_);
+  stand_in_links_.erase(s.stand_in);
+  auto found = stand_ins_.find({s.home.node, s.home.target});
+  if (found != stand_ins_.end() && found->second.control.get() == s.stand_in) stand_ins_.erase(found);
+}
+
+std::shared_ptr<link> node_core::make_link(const caf::node_id& node, std::uint64_t target) {
+  auto info = admitted(node);
+  if (!info)
+    return ended_link(ref_address{caf::to_string(node), {}, 0, target},
+                      exit_reason{exit_reason::kind_type::node_down, "the node is down"}, true);
+  auto s = std::make_unique<link::state>();
+  s->node = weak_from_this();
+  s->home = ref_address{info->id, info->host, info->port, target};
+  s->peer_endpoint = info->endpoint;
+  s->peer_data = info->data;
+  s->peer_node = node;
+  s->peer_name = info->name;
+  s->codec = std::make_shared<peer_codec>(shared_from_this(), node);
+  s->id = next_link_id();
+  s->target_id = target;
+  s->window = options_.credit_window;
+  s->window_bytes = options_.credit_bytes;
+  s->granted.store(s->window, std::memory_order_relaxed);
+  s->granted_bytes.store(s->window_bytes, std::memory_order_relaxed);
+  auto way = std::make_shared<link>(std::move(s));
+  add_link(way->internals().id, way);
+  if (!admitted(node))  // it went down meanwhile, before this link was there to be ended
+    way->internals().end(exit_reason{exit_reason::kind_type::node_down, "node '" + info->name + "' is down"}, true);
+  return way;
+}
+
+std::shared_ptr<link> node_core::open_link(const ref_address& address) {
+  if (address.node == id)
+    return ended_link(address, exit_reason{exit_reason::kind_type::normal, "the actor had ended when its ref arrived"},
+                      false);
+  if (auto known = admitted(address.node)) return make_link(known->first, address.target);
+  // A node this one is not connected to: the stand-in takes messages (its mailbox holds them) while this node
+  // connects; the link gets its credit once connected.
+  auto s = std::make_unique<link::state>();
+  s->node = weak_from_this();
+  s->home = address;
+  s->id = next_link_id();
+  s->target_id = address.target;
+  s->window = options_.credit_window;
+  s->window_bytes = options_.credit_bytes;
+  auto way = std::make_shared<link>(std::move(s));
+  post([core = shared_from_this(), way](endpoint_actor* self) {
+    const ref_address& home = way->internals().home;
+    start_connect(self, core, home.host, home.port, [core, way](expected<peer, cluster_error> outcome) {
+      link::state& s = way->internals();
+      const std::string where = s.home.host + ":" + std::to_string(s.home.port);
+      if (!outcome) {
+        s.end(exit_reason{exit_reason::kind_type::node_down, "cannot reach the actor's node at " + where + ": " +
+                                                                 outcome.error().message},
+              true);
+        return;
+      }
+      auto known = core->admitted(s.home.node);
+      if (!known) {  // another node answers there: the actor's node is gone
+        s.end(exit_reason{exit_reason::kind_type::node_down, "the actor's node at " + where + " is down"}, true);
+        return;
+      }
+      {
+        std::lock_guard lock(s.mutex);
+        s.peer_endpoint = known->second.endpoint;
+        s.peer_data = known->second.data;
+        s.peer_node = known->first;
+        s.peer_name = known->second.name;
+        s.codec = std::make_shared<peer_codec>(core, known->first);
+      }
+      core->add_link(s.id, way);
+      if (!core->admitted(known->first)) {
+        s.end(exit_reason{exit_reason::kind_type::node_down, "node '" + known->second.name + "' is down"}, true);
+        return;
+      }
+      s.grant(s.window, s.window_bytes);
+    });
+  });
+  return way;
+}
+
 // Watches a published actor: at its end it is unpublished, and the peers that looked it up hear of it.
-task<void> watch_target(std::shared_ptr<node_core> core, std::uint64_t id, std::shared_ptr<target_base> target) {
-  exit_reason why = co_await target->ended();
+task<void> watch_target(std::shared_ptr<node_core> core, std::uint64_t id, task<exit_reason> ended) {
+  exit_reason why = co_await std::move(ended);
   core->unpublish(id);
   core->post([id, why](endpoint_actor* self) {
     for (auto& [node, entry] : self->state.peers)
       if (entry.admitted && entry.watched.erase(id) != 0)
         self->send(entry.endpoint, exited_atom::value, id, static_cast<std::uint8_t>(why.kind), why.message);
+  });
+}
+
+void watch_for(node_core& core, const caf::node_id& peer, std::uint64_t id) {
+  core.post([peer, id](endpoint_actor* self) {
+    auto found = self->state.peers.find(peer);
+    if (found != self->state.peers.end() && found->second.admitted) found->second.watched.insert(id);
   });
 }
 
@@ -661,6 +1156,7 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(std::move
     throw std::invalid_argument("postal::cluster::node: the runtime has no network layer: build it with "
                                 "postal::cluster::enable(options)");
   if (options_.credit_window == 0) throw std::invalid_argument("postal::cluster::node: credit_window must be at least 1");
+  if (options_.credit_bytes == 0) throw std::invalid_argument("postal::cluster::node: credit_bytes must be at least 1");
   core_ = std::make_shared<detail::node_core>(rt, options_);
   caf::actor_config port_config;
   core_->data = caf::make_actor<detail::data_port, caf::actor>(rt.system().next_actor_id(), rt.system().node(),
@@ -675,6 +1171,13 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(std::move
                              std::to_string(options_.port) + ": " + caf::to_string(opened.error()));
   }
   core_->port = *opened;
+  core_->id = caf::to_string(rt.system().node());
+  core_->host = options_.advertise_address;
+  if (core_->host.empty()) core_->host = options_.bind_address;
+  if (core_->host.empty() || core_->host == "0.0.0.0" || core_->host == "::") {
+    char name[256] = {};
+    core_->host = ::gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string("127.0.0.1");
+  }
 }
 
 node::~node() {
@@ -685,6 +1188,9 @@ node::~node() {
       for (auto& way : self->state.core->links_to(node))
         way->internals().end(exit_reason{exit_reason::kind_type::node_down, "this node stopped"}, false);
     self->state.peers.clear();
+    auto connecting = std::move(self->state.connecting);
+    for (auto& [node, waiting] : connecting)
+      for (auto& done : waiting) done(unexpected{error(cluster_error::kind_type::unreachable, "this node stopped")});
     self->quit();
   });
 }
@@ -698,7 +1204,7 @@ node_stats node::stats() const {
 
 void node::publish_target(const std::string& name, std::shared_ptr<detail::target_base> target) {
   const std::uint64_t id = core_->publish(name, target);
-  runtime_.spawn_detached(detail::watch_target(core_, id, std::move(target)));
+  runtime_.spawn_detached(detail::watch_target(core_, id, target->ended()));
 }
 
 task<expected<peer, cluster_error>> node::connect(std::string host, std::uint16_t port) {
@@ -706,96 +1212,8 @@ task<expected<peer, cluster_error>> node::connect(std::string host, std::uint16_
   auto core = core_;
   core_->post([core, host, port, responder = std::make_shared<decltype(responder)>(std::move(responder))](
                   detail::endpoint_actor* self) mutable {
-    const auto timeout = caf::duration{core->options().request_timeout};
-    self->request(self->system().middleman().actor_handle(), timeout, caf::connect_atom::value, host, port)
-        .then(
-            [self, core, responder, host, port](const caf::node_id& node, caf::strong_actor_ptr& published,
-                                                 const std::set<std::string>&) {
-              if (!published) {
-                (void)responder->send(unexpected{error(cluster_error::kind_type::unreachable,
-                                                       "no node listens at " + host + ":" + std::to_string(port))});
-                return;
-              }
-              auto& state = self->state;
-              if (auto known = state.peers.find(node); known != state.peers.end() && known->second.admitted) {
-                (void)responder->send(peer{known->second.name, caf::to_string(node)});
-                return;
-              }
-              auto& waiting = state.connecting[node];
-              waiting.push_back(std::move(*responder));
-              if (waiting.size() > 1) return;  // a handshake with that node is under way
-              auto them = caf::actor_cast<caf::actor>(published);
-              const std::string our_nonce = random_nonce();
-              const auto timeout = caf::duration{core->options().request_timeout};
-              self->request(them, timeout, hello_atom::value, core->options().name, our_nonce, core->names(), core->data)
-                  .then(
-                      [self, core, them, node, our_nonce](std::uint8_t status, const std::string& why,
-                                                           const std::string& their_name,
-                                                           const std::string& their_nonce,
-                                                           const std::string& their_proof, const caf::actor& their_data) {
-                        if (status != 0) {
-                          detail::finish_connect(self, node, unexpected{error(cluster_error::kind_type::refused, why)});
-                          return;
-                        }
-                        auto& state = self->state;
-                        if (their_nonce.empty()) {  // it had admitted us already
-                          auto& entry = state.peers[node];
-                          if (!entry.admitted) {
-                            entry.endpoint = them;
-                            entry.data = their_data;
-                            entry.name = their_name;
-                            entry.admitted = true;
-                            core->admit(node, their_data);
-                            self->monitor(them);
-                          }
-                          detail::finish_connect(self, node, peer{their_name, caf::to_string(node)});
-                          return;
-                        }
-                        // Our proof goes out even when theirs is wrong: the other node then refuses us too,
-                        // and logs why, which is where an operator looks.
-                        const bool they_know = same_proof(their_proof, proof(core->options().cookie, "server", our_nonce, their_nonce));
-                        if (!they_know) {
-                          core->peers_refused.fetch_add(1, std::memory_order_relaxed);
-                          detail::report("refused node '", their_name + "': it does not know the cluster's cookie");
-                        }
-                        const auto timeout = caf::duration{core->options().request_timeout};
-                        self->request(them, timeout, prove_atom::value,
-                                      proof(core->options().cookie, "client", their_nonce, our_nonce))
-                            .then(
-                                [self, core, them, their_data, node, their_name, they_know](std::uint8_t status,
-                                                                                           const std::string& why) {
-                                  if (!they_know) {
-                                    detail::finish_connect(
-                                        self, node,
-                                        unexpected{error(cluster_error::kind_type::refused,
-                                                         "node '" + their_name + "' does not know the cookie")});
-                                    return;
-                                  }
-                                  if (status != 0) {
-                                    detail::finish_connect(
-                                        self, node, unexpected{error(cluster_error::kind_type::refused, why)});
-                                    return;
-                                  }
-                                  auto& entry = self->state.peers[node];
-                                  entry.endpoint = them;
-                                  entry.data = their_data;
-                                  entry.name = their_name;
-                                  entry.admitted = true;
-                                  core->admit(node, their_data);
-                                  self->monitor(them);
-                                  detail::finish_connect(self, node, peer{their_name, caf::to_string(node)});
-                                },
-                                [self, node](caf::error& failure) {
-                                  detail::finish_connect(self, node, unexpected{from_caf(failure, "connect")});
-                                });
-                      },
-                      [self, node](caf::error& failure) {
-                        detail::finish_connect(self, node, unexpected{from_caf(failure, "connect")});
-                      });
-            },
-            [responder, host, port](caf::error& failure) {
-              (void)responder->send(unexpected{from_caf(failure, "connect to " + host + ":" + std::to_string(port))});
-            });
+    detail::start_connect(self, core, host, port,
+                          [responder](expected<peer, cluster_error> outcome) { (void)responder->send(std::move(outcome)); });
   });
   auto outcome = co_await answer;
   if (!outcome) co_return unexpected{error(cluster_error::kind_type::unreachable, "the node stopped")};
@@ -827,32 +1245,15 @@ task<expected<std::shared_ptr<detail::link>, cluster_error>> node::lookup_target
     }
     const auto timeout = caf::duration{core->options().request_timeout};
     auto them = entry->endpoint;
-    auto their_data = entry->data;
-    const std::string peer_name = entry->name;
     self->request(them, timeout, lookup_atom::value, name, signature)
         .then(
-            [self, core, responder, them, their_data, node, peer_name](std::uint8_t kind, std::uint64_t target_id,
+            [core, responder, node](std::uint8_t kind, std::uint64_t target_id,
                                                             const std::string& why) {
               if (kind != 0) {
                 (void)responder->send(unexpected{error(static_cast<cluster_error::kind_type>(kind), why)});
                 return;
               }
-              auto s = std::make_unique<detail::link::state>();
-              s->node = core;
-              s->peer_endpoint = them;
-              s->peer_data = their_data;
-              s->peer_node = node;
-              s->peer_name = peer_name;
-              s->id = core->next_link_id();
-              s->target_id = target_id;
-              s->window = core->options().credit_window;
-              s->granted.store(s->window, std::memory_order_relaxed);
-              auto way = std::make_shared<detail::link>(std::move(s));
-              core->add_link(way->internals().id, way);
-              if (self->state.peers.count(node) == 0)  // it went down while we asked
-                way->internals().end(exit_reason{exit_reason::kind_type::node_down, "node '" + peer_name + "' is down"},
-                                     true);
-              (void)responder->send(std::move(way));
+              (void)responder->send(core->make_link(node, target_id));
             },
             [responder, name](caf::error& failure) {
               (void)responder->send(unexpected{from_caf(failure, "lookup of '" + name + "'")});

@@ -104,6 +104,13 @@ class actor_ref {
  public:
   using message_type = Message;
 
+  /// An empty ref, as a moved-from one: it may be assigned to, compared, hashed, copied and tested with
+  /// `explicit operator bool`; telling or asking it is undefined. Exists so that a message struct with a
+  /// ref member can be default-constructed (as a message crossing to another node is, before it is read).
+  actor_ref() noexcept = default;
+  /// False for an empty (default-constructed or moved-from) ref.
+  explicit operator bool() const noexcept { return static_cast<bool>(control_); }
+
   /// `co_await ref.tell(m)`: queues `m`, waiting while the mailbox is full (backpressure: the task waits,
   /// its worker thread does not). Gives expected<void, tell_error<M>>: fails, handing the message back,
   /// once the actor no longer takes messages. Cancel-safety: a tell destroyed while waiting sends nothing.
@@ -233,6 +240,10 @@ struct ref_access {
   template <class Message>
   static control_ref control(const actor_ref<Message>& ref) noexcept {
     return ref.control_;
+  }
+  template <class Message>
+  static actor_ref<Message> make(mpsc::sender<envelope<Message>> mailbox, control_ref control) noexcept {
+    return actor_ref<Message>(std::move(mailbox), std::move(control));
   }
 };
 }  // namespace detail

@@ -356,6 +356,8 @@ class permit {
 template <class T>
 class sender {
  public:
+  /// An empty sender, as a moved-from one: it may be assigned to and destroyed, nothing else.
+  sender() noexcept = default;
   sender(const sender& other) noexcept : core_(other.core_) {
     if (core_ != nullptr) {
       core_->counts.strong_senders.fetch_add(1, std::memory_order_relaxed);

@@ -49,11 +49,18 @@ struct node_options {
   std::string bind_address = "127.0.0.1";
   /// 0: a free port, see node::port().
   std::uint16_t port = 0;
+  /// The address other nodes are told to reach this one at, when a ref to one of its actors travels inside
+  /// a message (a third node connects to it there). Empty: bind_address, or the host name when bound to
+  /// 0.0.0.0 / ::.
+  std::string advertise_address{};
   /// The cluster's shared secret. A peer must prove it knows the cookie (an HMAC-SHA256 of a challenge)
   /// before it can reach any actor. It is not encryption: see the README's "Cluster" section.
   std::string cookie;
   /// Messages a remote ref may have in flight (sent, not yet in the far actor's mailbox) before a tell waits.
   std::size_t credit_window = 1024;
+  /// Bytes a remote ref may have in flight (as written on the wire) before a tell waits; one message larger
+  /// than this still goes, alone.
+  std::size_t credit_bytes = 4 * 1024 * 1024;
   /// The mailbox capacity of a remote ref's local stand-in, where tells wait for credit.
   std::size_t proxy_capacity = 1024;
   /// How long connect and lookup wait for the other node.

@@ -6,7 +6,8 @@
 //   auto inspect(Inspector& f, set& x) { return f(x.key, x.value); }
 //
 // Members may be integers, floating point, bool, enums, std::string, std::vector, std::array, std::map,
-// std::optional, std::variant, std::pair, and structs with an inspect overload of their own. A request's
+// std::optional, std::variant, std::pair, structs with an inspect overload of their own, and actor refs
+// (`postal::actor_ref<M>`: the receiving node gets a ref to the same actor, wherever it lives). A request's
 // responder (`reply` / `resp`) is left out of inspect: it never crosses, the reply travels back to the
 // asking node. CAF's annotations (`f(caf::meta::type_name("set"), x.key)`) are accepted and skipped.
 // postal packs a batch of such messages into one CAF message; this header is the writer and the reader
@@ -30,9 +31,28 @@ namespace caf::meta {
 struct annotation;
 }  // namespace caf::meta
 
+namespace postal {
+template <class Message>
+class actor_ref;
+}  // namespace postal
+
 namespace postal::cluster {
 
+class writer;
+class reader;
+
 namespace detail {
+// How refs inside messages are written and read: given by the node for each peer (detail/proxy.hpp).
+class ref_codec;
+template <class Message>
+void write_ref(writer& out, const actor_ref<Message>& ref);
+template <class Message>
+void read_ref(reader& in, actor_ref<Message>& ref);
+template <class T>
+struct is_actor_ref : std::false_type {};
+template <class M>
+struct is_actor_ref<actor_ref<M>> : std::true_type {};
+
 template <class T>
 concept annotation = std::is_class_v<std::remove_cvref_t<T>> &&
                      std::is_base_of_v<caf::meta::annotation, std::remove_cvref_t<T>>;
@@ -67,7 +87,8 @@ struct is_std_pair<std::pair<A, B>> : std::true_type {};
 class writer {
  public:
   using result_type = bool;
-  explicit writer(std::vector<char>& out) noexcept : out_(&out) {}
+  explicit writer(std::vector<char>& out, detail::ref_codec* codec = nullptr) noexcept : out_(&out), codec_(codec) {}
+  detail::ref_codec* codec() const noexcept { return codec_; }
 
   template <class... Ts>
   bool operator()(Ts&&... values) {
@@ -117,6 +138,8 @@ class writer {
     } else if constexpr (detail::is_std_variant<U>::value) {
       write_integer(static_cast<std::uint32_t>(value.index()));
       std::visit([this](const auto& alternative) { write(alternative); }, value);
+    } else if constexpr (detail::is_actor_ref<U>::value) {
+      detail::write_ref(*this, value);
     } else {
       static_assert(requires(writer& w, U& x) { inspect(w, x); },
                     "postal::cluster: this message member type has no inspect overload");
@@ -141,6 +164,7 @@ class writer {
   }
 
   std::vector<char>* out_;
+  detail::ref_codec* codec_;
 };
 
 /// Reads values written by writer, never past the end of its bytes: a truncated or malformed message sets
@@ -149,7 +173,9 @@ class writer {
 class reader {
  public:
   using result_type = bool;
-  reader(const char* data, std::size_t size) noexcept : at_(data), end_(data + size) {}
+  reader(const char* data, std::size_t size, detail::ref_codec* codec = nullptr) noexcept
+      : at_(data), end_(data + size), codec_(codec) {}
+  detail::ref_codec* codec() const noexcept { return codec_; }
 
   template <class... Ts>
   bool operator()(Ts&&... values) {
@@ -234,6 +260,8 @@ class reader {
       }
     } else if constexpr (detail::is_std_variant<U>::value) {
       read_variant(value, read_integer<std::uint32_t>());
+    } else if constexpr (detail::is_actor_ref<U>::value) {
+      detail::read_ref(*this, value);
     } else {
       static_assert(requires(reader& r, U& x) { inspect(r, x); },
                     "postal::cluster: this message member type has no inspect overload");
@@ -287,6 +315,7 @@ class reader {
 
   const char* at_;
   const char* end_;
+  detail::ref_codec* codec_;
   bool failed_ = false;
 };
 

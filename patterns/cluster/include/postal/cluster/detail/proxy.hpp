@@ -9,6 +9,7 @@
 
 #include <postal/actor/base.hpp>
 #include <postal/actor/detail/envelope.hpp>
+#include <postal/actor/detail/mailbox_cell.hpp>
 #include <postal/actor/detail/runner.hpp>
 #include <postal/actor/ref.hpp>
 #include <postal/actor/spawn.hpp>
@@ -24,6 +25,8 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
+#include <stdexcept>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -37,6 +40,48 @@
 namespace postal::cluster::detail {
 
 class node_core;
+class link;
+class target_base;
+
+// Where a ref read from a message leads: the actor `target` of the node `node` (CAF's node id), which
+// listens at host:port.
+struct ref_address {
+  std::string node;
+  std::string host;
+  std::uint16_t port = 0;
+  std::uint64_t target = 0;
+};
+
+// How refs inside messages cross between this node and one peer (compiled in src/node.cpp). A ref is
+// written as the address of its actor: a stand-in's remote actor, or an actor of this node, which is then
+// made reachable (exported) and kept alive while the peer holds refs to it.
+class ref_codec {
+ public:
+  virtual ~ref_codec() = default;
+  virtual void write(writer& out, const postal::detail::control_ref& actor, const std::string& signature,
+                     const std::function<std::shared_ptr<target_base>()>& make_target) = 0;
+  struct found {
+    postal::detail::control_ref actor;  // an actor of this node, or a stand-in made before: used if it runs
+    std::shared_ptr<link> way;          // that stand-in's link
+    ref_address address;
+  };
+  // Reads an address; nothing if it is malformed or its actor takes other messages than `signature`.
+  virtual std::optional<found> read(reader& in, const std::string& signature) = 0;
+  // A link for a new stand-in of the actor at `address` (one that has ended if the actor is gone).
+  virtual std::shared_ptr<link> open(const ref_address& address) = 0;
+  virtual runtime& rt() noexcept = 0;
+  virtual std::size_t proxy_capacity() const noexcept = 0;
+};
+
+// A ref made from a control block known to belong to an actor taking `Message`, if the actor still takes
+// messages.
+template <class Message>
+std::optional<actor_ref<Message>> ref_from_control(const postal::detail::control_ref& control) {
+  auto* cell = static_cast<postal::detail::mailbox_cell<Message>*>(control.get());
+  auto mailbox = cell->upgrade();
+  if (!mailbox) return std::nullopt;
+  return postal::detail::ref_access::make<Message>(std::move(*mailbox), control);
+}
 
 // A message type's name, the same in every process built by g++ or clang from the same code (the
 // Itanium ABI's mangled name).
@@ -85,7 +130,7 @@ class typed_reply_sink final : public reply_sink {
 
 // One remote ref's way to its actor: compiled in src/node.cpp. Used by the stand-in's thread (batch, credit,
 // flush) and by the node's network side (credit granted, replies, the end).
-class link {
+class link : public std::enable_shared_from_this<link> {
  public:
   struct state;
   explicit link(std::unique_ptr<state> s);
@@ -116,7 +161,7 @@ class link {
   template <class Write>
   void add(std::uint32_t alternative, std::uint64_t request, Write&& write) {
     std::vector<char>& out = begin_record(alternative, request);
-    writer w(out);
+    writer w(out, codec());
     std::forward<Write>(write)(w);
     end_record();
   }
@@ -132,6 +177,11 @@ class link {
   // detach() lets go of it (the stand-in is gone: its cell holds the link, the link must not hold the cell).
   void attach(postal::detail::control_ref control);
   void detach() noexcept;
+  // A ref to the remote actor arrived inside a message and uses this link's stand-in: the far node keeps
+  // the actor for this node until the stand-in ends.
+  void imported() noexcept;
+  // How refs inside the messages of this link are written and read.
+  ref_codec* codec() noexcept;
 
   state& internals() noexcept { return *state_; }
 
@@ -225,18 +275,23 @@ actor_ref<Message> spawn_proxy(runtime& rt, std::shared_ptr<link> way, std::size
 class origin {
  public:
   virtual ~origin() = default;
-  virtual void credit(std::uint64_t messages) = 0;
+  virtual void credit(std::uint64_t messages, std::uint64_t bytes) = 0;
   virtual void reply(std::uint64_t request, std::vector<char> bytes) = 0;
   virtual void unanswered(std::uint64_t request) = 0;
+  // How refs are read from the asking node's messages and written into the replies.
+  virtual ref_codec* codec() noexcept = 0;
 };
 
 // The messages of one remote ref, put into the published actor's mailbox in order.
 class inbound_base {
  public:
   virtual ~inbound_base() = default;
-  // Reads one batch. Records that cannot be read are skipped (a request among them is answered as
-  // unanswered); returns how many were.
-  virtual std::size_t deliver(const char* data, std::size_t size) = 0;
+  struct outcome {
+    std::size_t skipped = 0;  // records that could not be read (a request among them is answered unanswered)
+    bool broken = false;      // the batch could not be framed: the link cannot be trusted any more
+  };
+  // Reads one batch.
+  virtual outcome deliver(const char* data, std::size_t size) = 0;
 };
 
 // A published actor, as the node's network side sees it.
@@ -244,12 +299,14 @@ class target_base {
  public:
   virtual ~target_base() = default;
   virtual const std::string& signature() const noexcept = 0;
-  // The inbound of one remote ref, which acknowledges every `ack_every` messages (a quarter of the sender's
-  // window: the sender never waits while the mailbox has room).
-  virtual std::shared_ptr<inbound_base> open(runtime& rt, std::shared_ptr<origin> back, std::size_t ack_every) = 0;
-  // Waits for the actor's end.
+  // The inbound of one remote ref, which acknowledges every `ack_every` messages or `ack_bytes` bytes (a
+  // quarter of the sender's windows: the sender never waits while the mailbox has room).
+  virtual std::shared_ptr<inbound_base> open(runtime& rt, std::shared_ptr<origin> back, std::size_t ack_every,
+                                             std::size_t ack_bytes) = 0;
+  // Waits for the actor's end (holding no ref to it).
   virtual task<exit_reason> ended() = 0;
   virtual void kill() = 0;
+  virtual postal::detail::control_ref control() const = 0;
 };
 
 // A coroutine with no executor: it starts at once, and each wait resumes on the thread that ends it (a
@@ -274,84 +331,99 @@ class inbound final : public inbound_base, public std::enable_shared_from_this<i
   using item = postal::detail::envelope<Message>;
 
  public:
-  inbound(runtime& rt, actor_ref<Message> target, std::shared_ptr<origin> back, std::size_t ack_every)
-      : runtime_(rt), target_(std::move(target)), back_(std::move(back)), ack_every_(ack_every) {}
+  inbound(runtime& rt, actor_ref<Message> target, std::shared_ptr<origin> back, std::size_t ack_every,
+          std::size_t ack_bytes)
+      : runtime_(rt), target_(std::move(target)), back_(std::move(back)), ack_every_(ack_every), ack_bytes_(ack_bytes) {}
 
-  std::size_t deliver(const char* data, std::size_t size) override {
-    reader batch(data, size);
-    std::vector<item> decoded;
-    std::size_t skipped = 0;
+  outcome deliver(const char* data, std::size_t size) override {
+    reader batch(data, size, back_->codec());
+    std::vector<std::pair<item, std::size_t>> decoded;  // with the bytes each took in the batch
+    outcome result;
+    std::size_t skipped_bytes = 0;
     while (!batch.at_end()) {
       std::uint32_t alternative = 0, length = 0;
       std::uint64_t request = 0;
       batch(alternative, request, length);
       if (batch.failed() || length > batch.remaining()) {  // the rest of the batch cannot be framed
-        ++skipped;
-        if (request != 0) back_->unanswered(request);
+        result.broken = true;
         break;
       }
-      reader payload(data + (size - batch.remaining()), length);
+      reader payload(data + (size - batch.remaining()), length, back_->codec());
       batch.skip(length);
       if (auto next = decode(alternative, request, payload)) {
-        decoded.push_back(std::move(*next));
+        decoded.emplace_back(std::move(*next), record_header_bytes + length);
       } else {
-        ++skipped;
+        ++result.skipped;
+        skipped_bytes += record_header_bytes + length;
         if (request != 0) back_->unanswered(request);
       }
     }
     bool start_push = false;
-    std::size_t acknowledge = 0;
+    credit_back acknowledge;
     {
       std::lock_guard lock(mutex_);
-      accepted_ += skipped;  // their credit returns: the sender counts them as delivered
-      for (item& next : decoded) {
+      accept(result.skipped, skipped_bytes);  // their credit returns: the sender counts them as delivered
+      for (auto& [next, bytes] : decoded) {
         if (pushing_) {
-          backlog_.push_back(std::move(next));
+          backlog_.emplace_back(std::move(next), bytes);
           continue;
         }
         auto sent = mailbox().try_send(std::move(next));
         if (sent || sent.error().is_closed()) {  // closed: the actor is gone; the message is dropped
-          ++accepted_;
+          accept(1, bytes);
         } else {
-          backlog_.push_back(std::move(sent.error().value));
+          backlog_.emplace_back(std::move(sent.error().value), bytes);
           pushing_ = start_push = true;
         }
       }
-      if (accepted_ >= ack_every_) acknowledge = std::exchange(accepted_, 0);
+      acknowledge = due();
     }
     // Outside the lock: the push task takes it, and may run before spawn returns.
-    if (acknowledge != 0) back_->credit(acknowledge);
+    acknowledge.send(*back_);
     if (start_push) runtime_.spawn_detached(push(this->shared_from_this()));
-    return skipped;
+    return result;
   }
 
  private:
   mpsc::sender<item>& mailbox() { return postal::detail::ref_access::mailbox(target_); }
 
+  struct credit_back {
+    std::size_t messages = 0, bytes = 0;
+    void send(origin& to) const {
+      if (messages != 0 || bytes != 0) to.credit(messages, bytes);
+    }
+  };
+  void accept(std::size_t messages, std::size_t bytes) noexcept {
+    accepted_ += messages;
+    accepted_bytes_ += bytes;
+  }
+  // The credit to give back now (under the mutex): once a quarter of either window has been accepted.
+  credit_back due() noexcept {
+    if (accepted_ < ack_every_ && accepted_bytes_ < ack_bytes_) return {};
+    return {std::exchange(accepted_, 0), std::exchange(accepted_bytes_, 0)};
+  }
+
   // Puts the backlog into the mailbox, waiting for room, in order.
   static task<void> push(std::shared_ptr<inbound> self) {
     for (;;) {
-      std::optional<item> next;
-      std::size_t acknowledge = 0;
+      std::optional<std::pair<item, std::size_t>> next;
       {
         std::lock_guard lock(self->mutex_);
         if (self->backlog_.empty()) {
           self->pushing_ = false;
-        } else {
-          next.emplace(std::move(self->backlog_.front()));
-          self->backlog_.pop_front();
+          co_return;
         }
+        next.emplace(std::move(self->backlog_.front()));
+        self->backlog_.pop_front();
       }
-      if (!next) {
-        if (acknowledge != 0) self->back_->credit(acknowledge);
-        co_return;
-      }
-      (void)co_await self->mailbox().send(std::move(*next));  // fails only if the actor is gone
+      (void)co_await self->mailbox().send(std::move(next->first));  // fails only if the actor is gone
+      credit_back acknowledge;
       {
         std::lock_guard lock(self->mutex_);
-        if (++self->accepted_ >= self->ack_every_) acknowledge = std::exchange(self->accepted_, 0);
+        self->accept(1, next->second);
+        acknowledge = self->due();
       }
-      if (acknowledge != 0) self->back_->credit(acknowledge);
+      acknowledge.send(*self->back_);
     }
   }
 
@@ -387,7 +459,7 @@ class inbound final : public inbound_base, public std::enable_shared_from_this<i
       co_return;
     }
     std::vector<char> bytes;
-    writer out(bytes);
+    writer out(bytes, back->codec());
     out.write(*value);
     back->reply(request, std::move(bytes));
   }
@@ -396,10 +468,13 @@ class inbound final : public inbound_base, public std::enable_shared_from_this<i
   actor_ref<Message> target_;
   std::shared_ptr<origin> back_;
   const std::size_t ack_every_;
+  const std::size_t ack_bytes_;
   std::mutex mutex_;
-  std::deque<item> backlog_;  // decoded, waiting for room in the mailbox; at most the sender's credit
-  bool pushing_ = false;      // a push task owns the backlog: new messages queue behind it
-  std::size_t accepted_ = 0;  // messages in the mailbox (or dropped) whose credit has not gone back yet
+  // Decoded, waiting for room in the mailbox (with their bytes); at most the sender's credit.
+  std::deque<std::pair<item, std::size_t>> backlog_;
+  bool pushing_ = false;            // a push task owns the backlog: new messages queue behind it
+  std::size_t accepted_ = 0;        // messages in the mailbox (or dropped) whose credit has not gone back yet
+  std::size_t accepted_bytes_ = 0;  // and their bytes
 };
 
 template <class Message>
@@ -407,16 +482,67 @@ class target final : public target_base {
  public:
   explicit target(actor_ref<Message> ref) : ref_(std::move(ref)), signature_(detail::signature<Message>()) {}
   const std::string& signature() const noexcept override { return signature_; }
-  std::shared_ptr<inbound_base> open(runtime& rt, std::shared_ptr<origin> back, std::size_t ack_every) override {
-    return std::make_shared<inbound<Message>>(rt, ref_, std::move(back), ack_every);
+  std::shared_ptr<inbound_base> open(runtime& rt, std::shared_ptr<origin> back, std::size_t ack_every,
+                                     std::size_t ack_bytes) override {
+    return std::make_shared<inbound<Message>>(rt, ref_, std::move(back), ack_every, ack_bytes);
   }
   task<exit_reason> ended() override { return ended_of(ref_.monitor()); }
   void kill() override { ref_.kill(); }
+  postal::detail::control_ref control() const override { return postal::detail::ref_access::control(ref_); }
 
  private:
   static task<exit_reason> ended_of(actor_monitor monitor) { co_return co_await monitor.exit(); }
   actor_ref<Message> ref_;
   std::string signature_;
 };
+
+// -- refs inside messages ----------------------------------------------------------------------------------
+
+// A ref is written as a presence byte (0: an empty ref), then its actor's address and message signature.
+template <class Message>
+void write_ref(writer& out, const actor_ref<Message>& ref) {
+  ref_codec* codec = out.codec();
+  if (codec == nullptr)
+    throw std::logic_error("postal::cluster: an actor_ref is written only inside a message to another node");
+  if (!ref) {
+    out.write(std::uint8_t{0});
+    return;
+  }
+  out.write(std::uint8_t{1});
+  codec->write(out, postal::detail::ref_access::control(ref), signature<Message>(),
+               [&ref] { return std::shared_ptr<target_base>(std::make_shared<target<Message>>(ref)); });
+}
+
+// Gives the same actor's ref: this node's own actor, the stand-in this node already has for it, or a new
+// stand-in.
+template <class Message>
+void read_ref(reader& in, actor_ref<Message>& ref) {
+  ref_codec* codec = in.codec();
+  std::uint8_t present = 0;
+  in.read(present);
+  if (codec == nullptr || in.failed()) {
+    in.fail();
+    return;
+  }
+  if (present == 0) {
+    ref = actor_ref<Message>();
+    return;
+  }
+  auto found = codec->read(in, signature<Message>());
+  if (!found) {
+    in.fail();
+    return;
+  }
+  if (found->actor) {
+    if (auto existing = ref_from_control<Message>(found->actor)) {
+      if (found->way) found->way->imported();
+      ref = std::move(*existing);
+      return;
+    }
+  }
+  auto way = codec->open(found->address);
+  ref = spawn_proxy<Message>(codec->rt(), way, codec->proxy_capacity());
+  way->imported();
+}
 
 }  // namespace postal::cluster::detail
