@@ -31,7 +31,8 @@ for stage in "${stages[@]}"; do
     asan)
       configure_and_build build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOSTAL_SANITIZER=address,undefined \
         -DPOSTAL_BUILD_BENCH=OFF -DPOSTAL_BUILD_SAMPLES=OFF
-      ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1 UBSAN_OPTIONS=print_stacktrace=1 run_tests build-asan ;;
+      ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        LSAN_OPTIONS="suppressions=$root/scripts/lsan-suppressions.txt" run_tests build-asan ;;
     tsan)
       # Debian's CAF is not built with ThreadSanitizer (false reports inside libcaf_core), so only the
       # CAF-free layer runs under it.

@@ -10,6 +10,7 @@
 #include <postal/cluster.hpp>
 #include <postal/runtime.hpp>
 
+#include "support/files.hpp"
 #include "support/processes.hpp"
 
 #include <signal.h>
@@ -35,6 +36,14 @@ using postal::cluster::cluster_error;
 using clock_type = std::chrono::steady_clock;
 
 const std::string cookie = "test-cookie-4b1d";
+
+// AddressSanitizer keeps freed memory in quarantine (256 MB by default), so resident memory says nothing
+// about what the code holds there: the memory bounds are checked in the other builds.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool memory_is_measurable = false;
+#else
+constexpr bool memory_is_measurable = true;
+#endif
 
 // A node process; stopped (SIGKILL) with this object.
 struct node_process {
@@ -230,7 +239,7 @@ TEST_CASE("large messages are bounded by the bytes in flight, not only by their 
   CHECK(counted->second == 0);
   // The sink's mailbox (64 blobs, 4 MiB) and credit_bytes (4 MiB) in flight; the message window alone would
   // let 1024 blobs (64 MiB) be in flight.
-  CHECK(peak_server < server_before + 18 * 1024);
+  if (memory_is_measurable) CHECK(peak_server < server_before + 18 * 1024);
 }
 
 TEST_CASE("asks pending on a killed node end with node_down within 0.5 s; its refs end", "[cluster][failure]") {
@@ -411,4 +420,63 @@ TEST_CASE("a ref to an actor on a third node is used directly: the receiving nod
   auto after = relay_on_b.blocking_ask(bump_kept{1, {}});
   REQUIRE(after);
   CHECK(*after == 0);
+}
+
+// -- where options come from ----------------------------------------------------------------------------------
+
+namespace {
+
+// Sets environment variables for one test and removes them after it.
+struct environment_guard {
+  explicit environment_guard(std::initializer_list<std::pair<const char*, const char*>> values) {
+    for (const auto& [name, value] : values) {
+      ::setenv(name, value, 1);
+      names.push_back(name);
+    }
+  }
+  ~environment_guard() {
+    for (auto& name : names) ::unsetenv(name.c_str());
+  }
+  std::vector<std::string> names;
+};
+
+}  // namespace
+
+TEST_CASE("node options come from code, then the environment, then CAF's ini file, then its command line",
+          "[cluster][options]") {
+  test_support::scratch_dir dir("postal-cluster-options");
+  const auto ini = dir.path / "node.ini";
+  test_support::write_in_place(ini, "[postal.cluster]\nname=\"from-ini\"\ncredit-window=64\ncredit-bytes=4096\n");
+  environment_guard environment({{"POSTAL_CLUSTER_NAME", "from-environment"},
+                                 {"POSTAL_CLUSTER_PROXY_CAPACITY", "32"},
+                                 {"POSTAL_CLUSTER_REQUEST_TIMEOUT", "1500"}});
+  std::string program = "cluster_test", config = "--config-file=" + ini.string(),
+              bytes = "--postal.cluster.credit-bytes=65536";
+  std::vector<char*> argv{program.data(), config.data(), bytes.data()};
+  postal::runtime rt(static_cast<int>(argv.size()), argv.data(), postal::cluster::enable({.workers = 1}));
+  postal::cluster::node node(rt, {.name = "from-code", .cookie = cookie, .credit_window = 8});
+  CHECK(node.name() == "from-ini");                          // the ini file over the environment and the code
+  CHECK(node.options().credit_window == 64);                 // the ini file over the code
+  CHECK(node.options().credit_bytes == 65536);               // the command line over the ini file
+  CHECK(node.options().proxy_capacity == 32);                // the environment over the code's default
+  CHECK(node.options().request_timeout == 1500ms);           // the environment, in ms
+  CHECK(node.options().cookie == cookie);                    // the code, where nothing else says otherwise
+  CHECK(node.options().bind_address == "127.0.0.1");
+}
+
+TEST_CASE("a malformed option is refused with the variable's name", "[cluster][options]") {
+  postal::runtime rt(postal::cluster::enable({.workers = 1}));
+  {
+    environment_guard environment({{"POSTAL_CLUSTER_PORT", "seventy"}});
+    CHECK_THROWS_WITH((postal::cluster::node(rt, {.cookie = cookie})),
+                      Catch::Contains("POSTAL_CLUSTER_PORT") && Catch::Contains("seventy"));
+  }
+  {
+    environment_guard environment({{"POSTAL_CLUSTER_PORT", "70000"}});
+    CHECK_THROWS_WITH((postal::cluster::node(rt, {.cookie = cookie})), Catch::Contains("too large"));
+  }
+  {
+    environment_guard environment({{"POSTAL_CLUSTER_COOKIE", ""}});  // an empty cookie is still refused
+    CHECK_THROWS_AS((postal::cluster::node(rt, {.cookie = ""})), std::invalid_argument);
+  }
 }

@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <limits>
 #include <coroutine>
 #include <optional>
 #include <cstdio>
@@ -1138,18 +1140,151 @@ void watch_for(node_core& core, const caf::node_id& peer, std::uint64_t id) {
 
 // -- the public side ----------------------------------------------------------------------------------------
 
+namespace {
+
+// The options a user may set outside the code, each with its environment variable and its CAF key
+// (postal.cluster.<key>: `[postal.cluster]` in an ini file, `--postal.cluster.<key>=` on the command line).
+enum class option_type { text, count, millis };
+struct option_spec {
+  const char* key;
+  const char* variable;
+  option_type type;
+  const char* description;
+};
+constexpr option_spec option_table[] = {
+    {"name", "POSTAL_CLUSTER_NAME", option_type::text, "this node's name, shown to peers"},
+    {"bind-address", "POSTAL_CLUSTER_BIND_ADDRESS", option_type::text, "the address to listen on"},
+    {"port", "POSTAL_CLUSTER_PORT", option_type::count, "the port to listen on (0: a free one)"},
+    {"cookie", "POSTAL_CLUSTER_COOKIE", option_type::text, "the cluster's shared secret"},
+    {"advertise-address", "POSTAL_CLUSTER_ADVERTISE_ADDRESS", option_type::text,
+     "the address other nodes are told to reach this one at"},
+    {"credit-window", "POSTAL_CLUSTER_CREDIT_WINDOW", option_type::count, "messages in flight per remote ref"},
+    {"credit-bytes", "POSTAL_CLUSTER_CREDIT_BYTES", option_type::count, "bytes in flight per remote ref"},
+    {"proxy-capacity", "POSTAL_CLUSTER_PROXY_CAPACITY", option_type::count, "mailbox of a remote ref's stand-in"},
+    {"request-timeout", "POSTAL_CLUSTER_REQUEST_TIMEOUT", option_type::millis,
+     "how long connect and lookup wait (ms in the environment, a duration such as 5s in CAF's options)"},
+};
+// The failure detection is CAF's middleman.heartbeat-interval and middleman.connection-timeout in CAF's
+// options; in the environment, these (ms).
+constexpr const char* heartbeat_variable = "POSTAL_CLUSTER_HEARTBEAT_INTERVAL";
+constexpr const char* failure_timeout_variable = "POSTAL_CLUSTER_FAILURE_TIMEOUT";
+
+// CAF 0.17 keeps a config's declared options protected; a derived class may name them.
+struct config_access : caf::actor_system_config {
+  static caf::config_option_set& options_of(caf::actor_system_config& config) {
+    return config.*(&config_access::custom_options_);
+  }
+};
+
+std::uint64_t parse_count(const std::string& text, const std::string& where) {
+  std::size_t used = 0;
+  unsigned long long value = 0;
+  try {
+    value = std::stoull(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || text.front() == '-')
+    throw std::invalid_argument("postal::cluster: " + where + ": not a number: '" + text + "'");
+  return value;
+}
+
+std::optional<std::string> environment(const char* variable) {
+  const char* value = std::getenv(variable);
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+// One option, from the environment, then from CAF's configuration (its ini file and command line), each
+// replacing the value before it.
+void resolve(const option_spec& spec, const caf::actor_system_config& config, std::string* text,
+             std::uint64_t* count, std::chrono::milliseconds* millis) {
+  const std::string key = std::string("postal.cluster.") + spec.key;
+  if (auto value = environment(spec.variable)) {
+    if (text) *text = *value;
+    if (count) *count = parse_count(*value, spec.variable);
+    if (millis) *millis = std::chrono::milliseconds(parse_count(*value, spec.variable));
+  }
+  if (text)
+    if (auto value = caf::get_if<std::string>(&config, key)) *text = *value;
+  if (count)
+    if (auto value = caf::get_if<std::int64_t>(&config, key)) {
+      if (*value < 0) throw std::invalid_argument("postal::cluster: " + key + " must not be negative");
+      *count = static_cast<std::uint64_t>(*value);
+    }
+  if (millis)
+    if (auto value = caf::get_if<caf::timespan>(&config, key))
+      *millis = std::chrono::duration_cast<std::chrono::milliseconds>(*value);
+}
+
+const option_spec& spec_of(const char* key) {
+  for (const auto& spec : option_table)
+    if (std::strcmp(spec.key, key) == 0) return spec;
+  throw std::logic_error("postal::cluster: no option " + std::string(key));
+}
+
+void resolve_text(const char* key, const caf::actor_system_config& config, std::string& value) {
+  resolve(spec_of(key), config, &value, nullptr, nullptr);
+}
+template <class Integer>
+void resolve_count(const char* key, const caf::actor_system_config& config, Integer& value) {
+  std::uint64_t wide = value;
+  resolve(spec_of(key), config, nullptr, &wide, nullptr);
+  if (wide > std::numeric_limits<Integer>::max())
+    throw std::invalid_argument("postal::cluster: " + std::string(key) + " is too large: " + std::to_string(wide));
+  value = static_cast<Integer>(wide);
+}
+
+}  // namespace
+
 runtime_options enable(runtime_options options, failure_detection detection) {
   options.configure.push_back([detection](caf::actor_system_config& config) {
     config.load<caf::io::middleman>();
-    config.set("middleman.heartbeat-interval", caf::timespan{detection.interval});
-    config.set("middleman.connection-timeout", caf::timespan{detection.timeout});
+    caf::actor_system_config::opt_group group{config_access::options_of(config), "postal.cluster"};
+    for (const auto& spec : option_table) {
+      switch (spec.type) {
+        case option_type::text:
+          group.add<std::string>(spec.key, spec.description);
+          break;
+        case option_type::count:
+          group.add<std::int64_t>(spec.key, spec.description);
+          break;
+        case option_type::millis:
+          group.add<caf::timespan>(spec.key, spec.description);
+          break;
+      }
+    }
+    // The failure detection: code, then the environment; CAF's own keys, and ours, on the command line or in
+    // the ini file are read after this and win.
+    failure_detection chosen = detection;
+    if (auto value = environment(heartbeat_variable))
+      chosen.interval = std::chrono::milliseconds(parse_count(*value, heartbeat_variable));
+    if (auto value = environment(failure_timeout_variable))
+      chosen.timeout = std::chrono::milliseconds(parse_count(*value, failure_timeout_variable));
+    config.set("middleman.heartbeat-interval", caf::timespan{chosen.interval});
+    config.set("middleman.connection-timeout", caf::timespan{chosen.timeout});
     config.set("middleman.workers", std::int64_t{0});
     config.set("middleman.enable-automatic-connections", false);
   });
   return options;
 }
 
-node::node(runtime& rt, node_options options) : runtime_(rt), options_(std::move(options)) {
+// The options the node runs with: `options` from the code, then the environment, then CAF's configuration.
+static node_options resolve_options(const runtime& rt, node_options options) {
+  const auto& config = const_cast<runtime&>(rt).system().config();
+  resolve_text("name", config, options.name);
+  resolve_text("bind-address", config, options.bind_address);
+  resolve_count("port", config, options.port);
+  resolve_text("cookie", config, options.cookie);
+  resolve_text("advertise-address", config, options.advertise_address);
+  resolve_count("credit-window", config, options.credit_window);
+  resolve_count("credit-bytes", config, options.credit_bytes);
+  resolve_count("proxy-capacity", config, options.proxy_capacity);
+  resolve(spec_of("request-timeout"), config, nullptr, nullptr, &options.request_timeout);
+  return options;
+}
+
+node::node(runtime& rt, node_options options) : runtime_(rt), options_(resolve_options(rt, std::move(options))) {
   if (options_.cookie.empty())
     throw std::invalid_argument("postal::cluster::node: the cookie is empty (every node of a cluster needs the same one)");
   if (!rt.system().has_middleman())

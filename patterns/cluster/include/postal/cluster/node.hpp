@@ -35,16 +35,21 @@ struct failure_detection {
 };
 
 /// The runtime options a node needs: CAF's network layer, loaded before CAF's actor system starts, with
-/// heartbeats set from `detection` (CAF's middleman.heartbeat-interval and middleman.connection-timeout,
-/// which an ini file or the command line may still override), automatic connections through third nodes
-/// off, and the middleman's network thread delivering messages itself (middleman.workers = 0).
+/// heartbeats set from `detection` (then POSTAL_CLUSTER_HEARTBEAT_INTERVAL and POSTAL_CLUSTER_FAILURE_TIMEOUT
+/// in ms from the environment; CAF's middleman.heartbeat-interval and middleman.connection-timeout in an ini
+/// file or on the command line win over both), automatic connections through third nodes off, the
+/// middleman's network thread delivering messages itself (middleman.workers = 0), and node_options' keys
+/// declared for CAF's ini file and command line (postal.cluster.*).
 ///   postal::runtime rt(postal::cluster::enable({.workers = 2}));
 runtime_options enable(runtime_options options = {}, failure_detection detection = {});
 
-/// Settings of a node.
+/// Settings of a node. The values given in code are defaults: the environment (POSTAL_CLUSTER_NAME, ...)
+/// replaces them, and CAF's configuration (`[postal.cluster]` in its ini file, `--postal.cluster.port=7100` on
+/// the command line of a runtime built with argc and argv) replaces those; the README's "Cluster" section
+/// has the table. A malformed value throws std::invalid_argument naming the variable or key.
 struct node_options {
   /// Shown to peers and in reports.
-  std::string name;
+  std::string name{};
   /// The address to listen on. 127.0.0.1 by default: listening on another interface is a deliberate choice.
   std::string bind_address = "127.0.0.1";
   /// 0: a free port, see node::port().
@@ -55,7 +60,7 @@ struct node_options {
   std::string advertise_address{};
   /// The cluster's shared secret. A peer must prove it knows the cookie (an HMAC-SHA256 of a challenge)
   /// before it can reach any actor. It is not encryption: see the README's "Cluster" section.
-  std::string cookie;
+  std::string cookie{};
   /// Messages a remote ref may have in flight (sent, not yet in the far actor's mailbox) before a tell waits.
   std::size_t credit_window = 1024;
   /// Bytes a remote ref may have in flight (as written on the wire) before a tell waits; one message larger
@@ -110,6 +115,8 @@ class node {
   /// The port this node listens on.
   std::uint16_t port() const noexcept;
   const std::string& name() const noexcept;
+  /// The options this node runs with: the code's, with what the environment and CAF's configuration set.
+  const node_options& options() const noexcept { return options_; }
   /// CAF's id of this node.
   std::string id() const;
   node_stats stats() const;
