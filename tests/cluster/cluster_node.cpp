@@ -1,14 +1,17 @@
 // A node for the cluster tests, run as a process of its own: it publishes a key-value actor as "kv", a
 // consumer as "sink" (slowed down by --sink-delay-us), a counter as "counter" and a relay (which keeps a ref
-// it is sent and uses it) as "relay", prints "port=<n>" once it listens, and runs until it
-// is killed. usage: cluster-test-node --cookie C [--port P] [--name N] [--sink-delay-us D]
-//                                     [--heartbeat-ms H] [--timeout-ms T]
+// it is sent and uses it) as "relay" and its view of the cluster as "members", joins the cluster through
+// --seeds (host:port,...), prints "port=<n>" once it listens, and runs until SIGTERM (it leaves the cluster
+// and exits 0) or SIGKILL.
+// usage: cluster-test-node --cookie C [--port P] [--name N] [--sink-delay-us D] [--heartbeat-ms H]
+//                          [--timeout-ms T] [--seeds host:port,...]
 #include "messages.hpp"
 
 #include <postal/actor.hpp>
 #include <postal/cluster.hpp>
 #include <postal/time.hpp>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -104,6 +107,25 @@ class relay : public postal::actor<relay_message> {
   postal::actor_ref<counter_message> kept_;
 };
 
+class members : public postal::actor<members_message> {
+ public:
+  explicit members(postal::watch::receiver<postal::cluster::cluster_view> view) : view_(std::move(view)) {}
+  std::vector<std::string> handle(members_query&) {
+    std::vector<std::string> list;
+    auto view = view_.borrow();
+    for (const auto& entry : view->members) {
+      const char* status = entry.status == postal::cluster::member::status_type::up     ? "up"
+                           : entry.status == postal::cluster::member::status_type::down ? "down"
+                                                                                        : "left";
+      list.push_back(entry.name + "=" + status);
+    }
+    return list;
+  }
+
+ private:
+  postal::watch::receiver<postal::cluster::cluster_view> view_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -115,6 +137,10 @@ int main(int argc, char** argv) {
   };
   postal::cluster::failure_detection detection{std::chrono::milliseconds(number("--heartbeat-ms", 100)),
                                                std::chrono::milliseconds(number("--timeout-ms", 1000))};
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // before any thread exists: every thread inherits it
   postal::runtime rt(postal::cluster::enable({.workers = 2}, detection));
   postal::cluster::node node(rt, {.name = args.count("--name") ? args["--name"] : "node",
                                   .port = static_cast<std::uint16_t>(number("--port", 0)),
@@ -124,7 +150,24 @@ int main(int argc, char** argv) {
                                                  std::chrono::microseconds(number("--sink-delay-us", 0))));
   node.publish("counter", postal::spawn_actor<counter>(rt, postal::actor_options{}));
   node.publish("relay", postal::spawn_actor<relay>(rt, postal::actor_options{}));
+  node.publish("members", postal::spawn_actor<members>(rt, postal::actor_options{}, node.view()));
+  if (args.count("--seeds")) {
+    std::vector<std::string> seeds;
+    const std::string list = args["--seeds"];
+    for (std::size_t start = 0;;) {
+      const auto comma = list.find(',', start);
+      seeds.push_back(list.substr(start, comma - start));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    if (auto joined = node.blocking_join(seeds); !joined) {
+      std::fprintf(stderr, "join failed: %s\n", joined.error().message.c_str());
+      return 1;
+    }
+  }
   std::printf("port=%u\n", static_cast<unsigned>(node.port()));
   std::fflush(stdout);
-  for (;;) ::pause();  // until killed
+  int signal = 0;
+  sigwait(&stop_signals, &signal);  // SIGTERM: the node leaves the cluster as it is destroyed
+  return 0;
 }

@@ -15,6 +15,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -479,4 +480,112 @@ TEST_CASE("a malformed option is refused with the variable's name", "[cluster][o
     environment_guard environment({{"POSTAL_CLUSTER_COOKIE", ""}});  // an empty cookie is still refused
     CHECK_THROWS_AS((postal::cluster::node(rt, {.cookie = ""})), std::invalid_argument);
   }
+}
+
+// -- membership ---------------------------------------------------------------------------------------------
+
+namespace {
+
+using postal::cluster::cluster_view;
+using postal::cluster::member;
+
+// `work()` run on a thread of its own, given at most `limit` (a guard against a hang, not a timing check).
+template <class Work>
+auto within(std::chrono::milliseconds limit, Work work) -> std::optional<decltype(work())> {
+  auto done = std::make_shared<std::promise<decltype(work())>>();
+  auto result = done->get_future();
+  std::thread([work = std::move(work), done]() mutable { done->set_value(work()); }).detach();
+  if (result.wait_for(limit) != std::future_status::ready) return std::nullopt;
+  return result.get();
+}
+
+// Waits (at most 10 s) until this node's view satisfies `holds`.
+template <class Predicate>
+bool view_reaches(postal::cluster::node& node, Predicate holds) {
+  auto reached = within(10s, [view = node.view(), holds]() mutable {
+    return view.blocking_wait_for([&holds](const cluster_view& current) { return holds(current); }).has_value();
+  });
+  return reached && *reached;
+}
+
+bool has_status(const cluster_view& view, const std::string& name, member::status_type status) {
+  const member* entry = view.find(name);
+  return entry != nullptr && entry->status == status;
+}
+
+// Asks a node process's "members" actor until its view lists `entry` ("name=status"), for at most 10 s.
+bool remote_view_lists(postal::actor_ref<members_message>& members, const std::string& entry) {
+  const auto deadline = clock_type::now() + 10s;
+  while (clock_type::now() < deadline) {
+    auto list = members.blocking_ask(members_query{});
+    if (!list) return false;
+    if (std::find(list->begin(), list->end(), entry) != list->end()) return true;
+    std::this_thread::yield();
+  }
+  return false;
+}
+
+std::string address_of(const node_process& process) { return "127.0.0.1:" + std::to_string(process.port); }
+
+}  // namespace
+
+TEST_CASE("a node joins through any member, and every member sees every other", "[cluster][membership]") {
+  node_process a({"--name", "a"});
+  node_process b({"--name", "b", "--seeds", address_of(a)});
+  local_node here;
+  REQUIRE(here.node.blocking_join({"127.0.0.1:1", address_of(b)}));  // the first seed does not answer
+  CHECK(view_reaches(here.node, [](const cluster_view& view) {
+    return view.up() == 3 && has_status(view, "a", member::status_type::up) &&
+           has_status(view, "b", member::status_type::up) && has_status(view, "tester", member::status_type::up);
+  }));
+  // a heard of this node although it joined through b, and this node reaches a directly
+  auto at_a = must(here.node.blocking_connect("127.0.0.1", a.port));
+  auto a_members = must(here.node.blocking_lookup<members_message>(at_a, "members"));
+  CHECK(remote_view_lists(a_members, "tester=up"));
+  CHECK(remote_view_lists(a_members, "b=up"));
+}
+
+TEST_CASE("joining fails with the last seed's error when no seed answers", "[cluster][membership]") {
+  local_node here;
+  auto joined = here.node.blocking_join({"127.0.0.1:1", "127.0.0.1:2"});
+  REQUIRE_FALSE(joined);
+  CHECK(joined.error().kind == cluster_error::kind_type::unreachable);
+  auto malformed = here.node.blocking_join({"no-port-here"});
+  REQUIRE_FALSE(malformed);
+  CHECK(malformed.error().message.find("host:port") != std::string::npos);
+  CHECK(here.node.view().borrow()->up() == 1);  // alone, and up
+}
+
+TEST_CASE("a killed member is down in every view, one that left is left, and a restarted one comes back",
+          "[cluster][membership][failure]") {
+  node_process a({"--name", "a"});
+  node_process b({"--name", "b", "--seeds", address_of(a)});
+  auto c = std::make_unique<node_process>(std::vector<std::string>{"--name", "c", "--seeds", address_of(a)});
+  const std::uint16_t c_port = c->port;
+  local_node here;
+  REQUIRE(here.node.blocking_join({address_of(a)}));
+  REQUIRE(view_reaches(here.node, [](const cluster_view& view) { return view.up() == 4; }));
+  const member first_c = *here.node.view().borrow()->find("c");
+
+  const auto killed_at = clock_type::now();
+  c->process->kill(SIGKILL);
+  CHECK(view_reaches(here.node, [](const cluster_view& view) { return has_status(view, "c", member::status_type::down); }));
+  CHECK(clock_type::now() - killed_at < 500ms + 500ms);  // the nodes' failure timeout plus 0.5 s
+  auto at_a = must(here.node.blocking_connect("127.0.0.1", a.port));
+  auto a_members = must(here.node.blocking_lookup<members_message>(at_a, "members"));
+  CHECK(remote_view_lists(a_members, "c=down"));
+
+  b.process->signal(SIGTERM);  // b leaves on purpose
+  CHECK(view_reaches(here.node, [](const cluster_view& view) { return has_status(view, "b", member::status_type::left); }));
+  CHECK(remote_view_lists(a_members, "b=left"));
+
+  node_process c_again({"--name", "c", "--port", std::to_string(c_port), "--seeds", address_of(a)});
+  CHECK(view_reaches(here.node, [&first_c](const cluster_view& view) {
+    const member* entry = view.find("c");
+    return entry != nullptr && entry->status == member::status_type::up && entry->id != first_c.id &&
+           entry->incarnation >= first_c.incarnation;
+  }));
+  CHECK(remote_view_lists(a_members, "c=up"));
+  auto final_view = *here.node.view().borrow();
+  CHECK(final_view.members.size() == 4);  // the restarted c replaced its old entry
 }

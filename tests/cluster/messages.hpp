@@ -10,6 +10,7 @@
 #include <string>
 #include <utility>
 #include <variant>
+#include <vector>
 
 namespace cluster_test {
 
@@ -126,6 +127,16 @@ auto inspect(Inspector& f, give_back&) {
 }
 template <class Inspector>
 auto inspect(Inspector& f, drop_kept&) {
+  return f();
+}
+
+// What a node's view of the cluster holds: "name=up|down|left" for each member, itself included.
+struct members_query {
+  using reply_type = std::vector<std::string>;
+};
+using members_message = std::variant<members_query>;
+template <class Inspector>
+auto inspect(Inspector& f, members_query&) {
   return f();
 }
 

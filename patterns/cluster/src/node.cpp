@@ -55,6 +55,9 @@ using exited_atom = caf::atom_constant<caf::atom("pc_exited")>;
 using kill_atom = caf::atom_constant<caf::atom("pc_kill")>;
 using release_atom = caf::atom_constant<caf::atom("pc_release")>;
 using broken_atom = caf::atom_constant<caf::atom("pc_broken")>;
+using join_atom = caf::atom_constant<caf::atom("pc_join")>;
+using member_atom = caf::atom_constant<caf::atom("pc_member")>;
+using leave_atom = caf::atom_constant<caf::atom("pc_leave")>;
 
 // -- the cookie challenge ----------------------------------------------------------------------------------
 
@@ -156,6 +159,8 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::uint16_t port = 0;
   std::string id;       // this node's id, as text
   std::string host;     // the address peers are told to reach this node at
+  std::optional<watch::sender<cluster_view>> view;  // the membership: changed on the endpoint's thread
+  member self;                                      // this node's own entry in it
 
   // Sends `content` to a peer's endpoint as this node's endpoint (the peer checks who sends), from any
   // thread: straight into CAF's network layer, without a hop through the endpoint actor.
@@ -772,6 +777,7 @@ using connect_done = std::function<void(expected<peer, cluster_error>)>;
 
 class endpoint_state {
  public:
+  std::set<std::string> introducing;  // host:port of members being joined
   std::shared_ptr<node_core> core;
   std::map<caf::node_id, peer_state> peers;
   std::map<caf::node_id, std::vector<connect_done>> connecting;  // handshakes under way, by node
@@ -801,6 +807,15 @@ void peer_down(endpoint_actor* self, const caf::node_id& node, const std::string
   const std::string name = found->second.name;
   self->state.peers.erase(found);
   self->state.core->forget(node);
+  const std::string id = caf::to_string(node);
+  self->state.core->view->send_if_modified([&id](cluster_view& view) {
+    for (auto& entry : view.members)
+      if (entry.id == id && entry.status == member::status_type::up) {
+        entry.status = member::status_type::down;
+        return true;
+      }
+    return false;
+  });
   for (auto& way : self->state.core->links_to(node))
     way->internals().end(exit_reason{exit_reason::kind_type::node_down, "node '" + name + "' is down: " + why},
                          true);
@@ -821,6 +836,17 @@ void admit(endpoint_actor* self, const caf::node_id& node, peer_state& entry) {
                                           entry.port});
   self->monitor(entry.endpoint);
 }
+
+std::vector<char> encode_members(const std::vector<member>& list);
+std::optional<std::vector<member>> decode_members(const std::vector<char>& bytes);
+void member_up(node_core& core, const member& joined);
+void member_gone(node_core& core, const std::string& id, member::status_type status);
+std::vector<member> members_up(node_core& core);
+bool known_up(node_core& core, const member& candidate);
+bool should_connect(node_core& core, const member& candidate);
+using join_done = std::function<void(expected<void, cluster_error>)>;
+void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::string host, std::uint16_t port,
+                  join_done done);
 
 caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
   self->state.core = std::move(core);
@@ -900,6 +926,36 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
         if (self->state.admitted(sender) == nullptr) return;
         self->state.core->close_inbound(sender->node(), link_id);
         if (count != 0) self->state.core->release(sender->node(), target_id, count);
+      },
+      // -- membership: a node joins through this one (it gets the members this one knows, and they hear of
+      // it), a member tells of another, a member leaves --
+      [self](join_atom, const std::vector<char>& bytes) -> std::vector<char> {
+        auto sender = self->current_sender();
+        if (self->state.admitted(sender) == nullptr) return {};
+        auto& core = *self->state.core;
+        auto joined = decode_members(bytes);
+        if (!joined || joined->size() != 1 || joined->front().id != caf::to_string(sender->node())) return {};
+        member_up(core, joined->front());
+        for (auto& [node, entry] : self->state.peers) {
+          if (!entry.admitted || node == sender->node()) continue;
+          member known;
+          known.id = caf::to_string(node);
+          if (known_up(core, known)) self->send(entry.endpoint, member_atom::value, bytes);
+        }
+        return encode_members(members_up(core));
+      },
+      [self](member_atom, const std::vector<char>& bytes) {
+        if (self->state.admitted(self->current_sender()) == nullptr) return;
+        auto& core = self->state.core;
+        auto members = decode_members(bytes);
+        if (!members) return;
+        for (const auto& entry : *members)
+          if (should_connect(*core, entry)) join_through(self, core, entry.host, entry.port, nullptr);
+      },
+      [self](leave_atom) {
+        auto sender = self->current_sender();
+        if (self->state.admitted(sender) == nullptr) return;
+        member_gone(*self->state.core, caf::to_string(sender->node()), member::status_type::left);
       },
       // -- from the far end of one of our links --
       [self](broken_atom, std::uint64_t link_id, const std::string& why) {
@@ -1118,6 +1174,156 @@ std::shared_ptr<link> node_core::open_link(const ref_address& address) {
   return way;
 }
 
+// -- membership ---------------------------------------------------------------------------------------------
+
+// Members travel as bytes written with the cluster's writer: [count u32] then each member's fields.
+std::vector<char> encode_members(const std::vector<member>& list) {
+  std::vector<char> bytes;
+  writer out(bytes);
+  out.write(static_cast<std::uint32_t>(list.size()));
+  for (const auto& entry : list) out(entry.name, entry.id, entry.host, entry.port, entry.incarnation);
+  return bytes;
+}
+std::optional<std::vector<member>> decode_members(const std::vector<char>& bytes) {
+  reader in(bytes.data(), bytes.size());
+  std::uint32_t count = 0;
+  in.read(count);
+  if (count > bytes.size()) return std::nullopt;  // each member takes more than one byte
+  std::vector<member> list;
+  for (std::uint32_t i = 0; i < count && !in.failed(); ++i) {
+    member entry;
+    in(entry.name, entry.id, entry.host, entry.port, entry.incarnation);
+    list.push_back(std::move(entry));
+  }
+  if (in.failed() || !in.at_end()) return std::nullopt;
+  return list;
+}
+
+// `joined` is up: a member already known by id is up again; one at the same address with an older
+// incarnation (a restarted process) is replaced; anything else is added.
+void member_up(node_core& core, const member& joined) {
+  core.view->send_if_modified([&joined](cluster_view& view) {
+    for (auto& entry : view.members) {
+      if (entry.id == joined.id) {
+        if (entry.status == member::status_type::up) return false;
+        entry.status = member::status_type::up;
+        return true;
+      }
+    }
+    for (auto& entry : view.members) {
+      if (entry.host == joined.host && entry.port == joined.port && entry.incarnation <= joined.incarnation) {
+        entry = joined;
+        entry.status = member::status_type::up;
+        return true;
+      }
+    }
+    view.members.push_back(joined);
+    view.members.back().status = member::status_type::up;
+    return true;
+  });
+}
+
+// The member with CAF node id `id` left or went down (a left member stays left).
+void member_gone(node_core& core, const std::string& id, member::status_type status) {
+  core.view->send_if_modified([&id, status](cluster_view& view) {
+    for (auto& entry : view.members)
+      if (entry.id == id && entry.status == member::status_type::up) {
+        entry.status = status;
+        return true;
+      }
+    return false;
+  });
+}
+
+std::vector<member> members_up(node_core& core) {
+  std::vector<member> list;
+  auto view = core.view->borrow();
+  for (const auto& entry : view->members)
+    if (entry.status == member::status_type::up) list.push_back(entry);
+  return list;
+}
+
+bool known_up(node_core& core, const member& candidate) {
+  auto view = core.view->borrow();
+  for (const auto& entry : view->members)
+    if (entry.id == candidate.id) return entry.status == member::status_type::up;
+  return false;
+}
+
+// Whether this node connects to a member it learned of from another member. Of two members, the one with
+// the smaller id connects, so that no pair connects both ways at once; a joiner connects to its seed
+// whatever the ids, and the seed tells the others, who connect to the joiner or wait for it.
+bool should_connect(node_core& core, const member& candidate) {
+  return candidate.id != core.id && core.id < candidate.id && !known_up(core, candidate);
+}
+
+using join_done = std::function<void(expected<void, cluster_error>)>;
+
+// Connects to the node at host:port and joins through it: it adds this node to its view and answers with
+// the members it knows; this node adds it, and joins through each member it did not know. `done` (if any)
+// gets the outcome of this one join.
+void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::string host, std::uint16_t port,
+                  join_done done) {
+  const std::string address = host + ":" + std::to_string(port);
+  if (!self->state.introducing.insert(address).second) {  // a join through it is under way
+    if (done) done({});
+    return;
+  }
+  start_connect(self, core, host, port, [self, core, address, done](expected<peer, cluster_error> connected) {
+    if (!connected) {
+      self->state.introducing.erase(address);
+      if (done) done(unexpected{std::move(connected.error())});
+      return;
+    }
+    caf::actor them;
+    for (auto& [node, entry] : self->state.peers)
+      if (entry.admitted && caf::to_string(node) == connected->id) them = entry.endpoint;
+    if (!them) {
+      self->state.introducing.erase(address);
+      if (done) done(unexpected{error(cluster_error::kind_type::node_down, "the node at " + address + " went down")});
+      return;
+    }
+    const auto timeout = caf::duration{core->options().request_timeout};
+    self->request(them, timeout, join_atom::value, encode_members({core->self}))
+        .then(
+            [self, core, address, done, id = connected->id](const std::vector<char>& bytes) {
+              self->state.introducing.erase(address);
+              auto members = decode_members(bytes);
+              if (!members) {
+                if (done) done(unexpected{error(cluster_error::kind_type::refused, "a malformed member list")});
+                return;
+              }
+              for (const auto& entry : *members)
+                if (entry.id == id) member_up(*core, entry);
+              for (const auto& entry : *members)
+                if (entry.id != id && should_connect(*core, entry)) join_through(self, core, entry.host, entry.port, nullptr);
+              if (done) done({});
+            },
+            [self, address, done](caf::error& failure) {
+              self->state.introducing.erase(address);
+              if (done) done(unexpected{from_caf(failure, "join through " + address)});
+            });
+  });
+}
+
+// Tries the seeds in order until one lets this node join.
+void join_seeds(endpoint_actor* self, std::shared_ptr<node_core> core,
+                std::vector<std::pair<std::string, std::uint16_t>> seeds, std::size_t next, cluster_error last,
+                join_done done) {
+  if (next == seeds.size()) {
+    done(unexpected{std::move(last)});
+    return;
+  }
+  auto [host, port] = seeds[next];
+  join_through(self, core, host, port, [self, core, seeds, next, done](expected<void, cluster_error> outcome) mutable {
+    if (outcome) {
+      done({});
+      return;
+    }
+    join_seeds(self, core, std::move(seeds), next + 1, std::move(outcome.error()), std::move(done));
+  });
+}
+
 // Watches a published actor: at its end it is unpublished, and the peers that looked it up hear of it.
 task<void> watch_target(std::shared_ptr<node_core> core, std::uint64_t id, task<exit_reason> ended) {
   exit_reason why = co_await std::move(ended);
@@ -1313,12 +1519,21 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(resolve_o
     char name[256] = {};
     core_->host = ::gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string("127.0.0.1");
   }
+  core_->self = member{options_.name, core_->id, core_->host, core_->port,
+                       static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                      std::chrono::system_clock::now().time_since_epoch())
+                                                      .count()),
+                       member::status_type::up};
+  auto [view, watching] = watch::channel<cluster_view>(cluster_view{{core_->self}});
+  core_->view.emplace(std::move(view));
 }
 
 node::~node() {
   (void)runtime_.system().middleman().unpublish(core_->endpoint, core_->port);
   detail::stop_data(*core_);
   core_->post([](detail::endpoint_actor* self) {
+    for (auto& [node, entry] : self->state.peers)
+      if (entry.admitted) self->send(entry.endpoint, leave_atom::value);  // members see it leave, not fail
     for (auto& [node, entry] : self->state.peers)
       for (auto& way : self->state.core->links_to(node))
         way->internals().end(exit_reason{exit_reason::kind_type::node_down, "this node stopped"}, false);
@@ -1354,6 +1569,40 @@ task<expected<peer, cluster_error>> node::connect(std::string host, std::uint16_
   if (!outcome) co_return unexpected{error(cluster_error::kind_type::unreachable, "the node stopped")};
   co_return std::move(*outcome);
 }
+
+task<expected<void, cluster_error>> node::join(std::vector<std::string> seeds) {
+  std::vector<std::pair<std::string, std::uint16_t>> addresses;
+  for (const auto& seed : seeds) {
+    const auto colon = seed.rfind(':');
+    std::uint64_t port = 0;
+    try {
+      if (colon == std::string::npos || colon == 0) throw std::invalid_argument("no port");
+      port = parse_count(seed.substr(colon + 1), "seed '" + seed + "'");
+    } catch (const std::invalid_argument&) {
+      port = 0;
+    }
+    if (port == 0 || port > 65535)
+      co_return unexpected{error(cluster_error::kind_type::unreachable, "a seed is host:port, not '" + seed + "'")};
+    addresses.emplace_back(seed.substr(0, colon), static_cast<std::uint16_t>(port));
+  }
+  if (addresses.empty()) co_return expected<void, cluster_error>{};
+  auto [responder, answer] = oneshot::channel<expected<void, cluster_error>>();
+  auto core = core_;
+  core_->post([core, addresses, responder = std::make_shared<decltype(responder)>(std::move(responder))](
+                  detail::endpoint_actor* self) mutable {
+    detail::join_seeds(self, core, addresses, 0, error(cluster_error::kind_type::unreachable, "no seed answered"),
+                       [responder](expected<void, cluster_error> outcome) { (void)responder->send(std::move(outcome)); });
+  });
+  auto outcome = co_await answer;
+  if (!outcome) co_return unexpected{error(cluster_error::kind_type::unreachable, "the node stopped")};
+  co_return std::move(*outcome);
+}
+
+expected<void, cluster_error> node::blocking_join(std::vector<std::string> seeds) {
+  return runtime_.block_on(join(std::move(seeds)));
+}
+
+watch::receiver<cluster_view> node::view() const { return core_->view->subscribe(); }
 
 expected<peer, cluster_error> node::blocking_connect(std::string host, std::uint16_t port) {
   return runtime_.block_on(connect(std::move(host), port));

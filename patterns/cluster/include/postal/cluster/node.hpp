@@ -1,7 +1,8 @@
 // postal::cluster::node: this process as a node of a cluster. A node listens on an address and a port
 // (127.0.0.1 and a free port by default), connects to other nodes directly, publishes actors under names and
-// looks up the actors other nodes published, as actor_ref<Message> values that work as local refs do.
-// Not for: membership and discovery (a list of the nodes you connect to is yours for now), TLS.
+// looks up the actors other nodes published, as actor_ref<Message> values that work as local refs do, and
+// joins a cluster through seeds, keeping a view of its members as a watch channel.
+// Not for: discovery beyond a seed list, groups and configuration across nodes, TLS.
 //
 // CAF's network layer (the middleman and its BASP protocol) carries every message between nodes. On top of
 // it postal adds: a cookie challenge before a peer reaches any actor, flow control per remote ref (a window
@@ -15,13 +16,16 @@
 #include <postal/expected.hpp>
 #include <postal/runtime.hpp>
 #include <postal/task.hpp>
+#include <postal/watch.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 namespace postal::cluster {
 
@@ -101,8 +105,43 @@ struct node_stats {
   std::uint64_t batches_malformed = 0;  // batches that could not be read; dropped whole
 };
 
-/// This process as a node. Built on a runtime made with cluster::enable(...). Destroying the node closes
-/// its port and its links (peers see it go down).
+/// A member of the cluster, as one node sees it.
+struct member {
+  enum class status_type {
+    up,    // joined, and answering
+    down,  // its connection broke or it stopped answering heartbeats (killed, frozen, unreachable)
+    left,  // it left on purpose (its node object was destroyed)
+  };
+  std::string name;
+  std::string id;    // CAF's node id: a new one for each run of a process
+  std::string host;  // where it listens
+  std::uint16_t port = 0;
+  std::uint64_t incarnation = 0;  // when this run of the process started (ms since 1970): larger after a restart
+  status_type status = status_type::up;
+  friend bool operator==(const member&, const member&) = default;
+};
+
+/// The members a node knows, itself included, in the order they joined its view. A member that comes back
+/// (the same address, a new incarnation) replaces its old entry.
+struct cluster_view {
+  std::vector<member> members;
+  /// The entry of the member named `name`, if any.
+  const member* find(std::string_view name) const noexcept {
+    for (const auto& entry : members)
+      if (entry.name == name) return &entry;
+    return nullptr;
+  }
+  /// How many members are up.
+  std::size_t up() const noexcept {
+    std::size_t count = 0;
+    for (const auto& entry : members) count += entry.status == member::status_type::up ? 1 : 0;
+    return count;
+  }
+  friend bool operator==(const cluster_view&, const cluster_view&) = default;
+};
+
+/// This process as a node. Built on a runtime made with cluster::enable(...). Destroying the node leaves
+/// the cluster (members see it as left), closes its port and its links.
 class node {
  public:
   /// Starts listening. Throws std::runtime_error when the port cannot be opened (in use, bad address) and
@@ -126,6 +165,17 @@ class node {
   /// node already connected gives the same peer.
   task<expected<peer, cluster_error>> connect(std::string host, std::uint16_t port);
   expected<peer, cluster_error> blocking_connect(std::string host, std::uint16_t port);
+
+  /// Joins the cluster through the first of `seeds` ("host:port") that answers: that member tells this node
+  /// the others, this node connects to each of them directly, and every member adds it to its view (and
+  /// tells the members it knows, so joins at the same time through different seeds meet). Any member can be
+  /// a seed. No seeds: this node starts a cluster of its own. Fails with the last seed's error when none
+  /// answers.
+  task<expected<void, cluster_error>> join(std::vector<std::string> seeds);
+  expected<void, cluster_error> blocking_join(std::vector<std::string> seeds);
+  /// This node's view of the cluster, as a watch channel: `co_await view.changed()` returns when a member
+  /// joins, leaves or goes down (after the failure timeout, see failure_detection).
+  watch::receiver<cluster_view> view() const;
 
   /// Makes `ref`'s actor reachable from other nodes as `name` (replacing what was published under it).
   /// It stays published while it runs; its end reaches the remote refs to it (their monitors fire with its
