@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   g++ cmake make ninja-build pkg-config
-  libcaf-dev catch2 nlohmann-json3-dev libssl-dev
+  libcaf-dev catch2 nlohmann-json3-dev libssl-dev openssl
   redis-server redis-tools
   clang clang-14 libclang-rt-14-dev
 )

@@ -19,6 +19,8 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <memory>
@@ -588,4 +590,81 @@ TEST_CASE("a killed member is down in every view, one that left is left, and a r
   CHECK(remote_view_lists(a_members, "c=up"));
   auto final_view = *here.node.view().borrow();
   CHECK(final_view.members.size() == 4);  // the restarted c replaced its old entry
+}
+
+// -- TLS ----------------------------------------------------------------------------------------------------
+
+namespace {
+
+// Runs the openssl command line; fails the test if it fails.
+void openssl(const std::string& arguments) {
+  const std::string command = "openssl " + arguments + " > /dev/null 2>&1";
+  INFO(command);
+  REQUIRE(std::system(command.c_str()) == 0);
+}
+
+// A certificate authority and certificates it signed, made with the openssl command line.
+struct authority {
+  authority(const std::filesystem::path& dir, const std::string& name) : dir(dir), name(name) {
+    openssl("req -x509 -newkey rsa:2048 -nodes -days 1 -subj '/CN=" + name + "' -keyout '" + file("ca.key") +
+            "' -out '" + file("ca.pem") + "'");
+  }
+  postal::cluster::tls_files issue(const std::string& who) const {
+    openssl("req -newkey rsa:2048 -nodes -subj '/CN=" + who + "' -keyout '" + file(who + ".key") + "' -out '" +
+            file(who + ".csr") + "'");
+    openssl("x509 -req -days 1 -in '" + file(who + ".csr") + "' -CA '" + file("ca.pem") + "' -CAkey '" +
+            file("ca.key") + "' -CAcreateserial -out '" + file(who + ".pem") + "'");
+    return {file(who + ".pem"), file(who + ".key"), file("ca.pem")};
+  }
+  std::string file(const std::string& leaf) const { return (dir / (name + "-" + leaf)).string(); }
+  std::filesystem::path dir;
+  std::string name;
+};
+
+// This process as a node with `tls` (or plain), waiting at most 2 s for a peer.
+struct tls_node {
+  explicit tls_node(const postal::cluster::tls_files& tls)
+      : rt(postal::cluster::enable({.workers = 1}, {100ms, 500ms}, tls)),
+        node(rt, {.name = "tester", .cookie = cookie, .request_timeout = 2000ms}) {}
+  postal::runtime rt;
+  postal::cluster::node node;
+};
+
+}  // namespace
+
+TEST_CASE("with TLS, a node whose certificate the cluster's authority signed connects; others are refused",
+          "[cluster][tls]") {
+  test_support::scratch_dir dir("postal-cluster-tls");
+  const authority cluster_ca(dir.path, "cluster");
+  const auto server_files = cluster_ca.issue("server");
+  const auto client_files = cluster_ca.issue("client");
+  const authority rogue_ca(dir.path, "rogue");
+  const auto rogue_files = rogue_ca.issue("intruder");
+
+  std::unique_ptr<node_process> server;
+  {
+    environment_guard environment({{"POSTAL_CLUSTER_TLS_CERTIFICATE", server_files.certificate.c_str()},
+                                   {"POSTAL_CLUSTER_TLS_KEY", server_files.private_key.c_str()},
+                                   {"POSTAL_CLUSTER_TLS_AUTHORITY", server_files.authority.c_str()}});
+    server = std::make_unique<node_process>();  // the node process inherits the environment: TLS
+  }
+
+  {
+    tls_node member(client_files);
+    auto at = must(member.node.blocking_connect("127.0.0.1", server->port));
+    auto kv = must(member.node.blocking_lookup<kv_message>(at, "kv"));
+    auto sum = kv.blocking_ask(add{40, 2});
+    REQUIRE(sum);
+    CHECK(*sum == 42);
+  }
+  {
+    tls_node intruder(rogue_files);  // a certificate of another authority
+    CHECK_FALSE(intruder.node.blocking_connect("127.0.0.1", server->port));
+  }
+  {
+    tls_node plain(postal::cluster::tls_files{});  // no TLS at all
+    CHECK_FALSE(plain.node.blocking_connect("127.0.0.1", server->port));
+  }
+  CHECK_THROWS_AS(postal::cluster::enable({}, {}, postal::cluster::tls_files{.certificate = "only-this.pem"}),
+                  std::invalid_argument);
 }

@@ -10,6 +10,8 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/all.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/openssl/publish.hpp>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -159,6 +161,11 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::uint16_t port = 0;
   std::string id;       // this node's id, as text
   std::string host;     // the address peers are told to reach this node at
+  bool tls = false;     // peers are reached and accepted over TLS only
+  // What opens connections: CAF's middleman, or its OpenSSL module for TLS.
+  caf::io::middleman_actor connector() {
+    return tls ? system().openssl_manager().actor_handle() : system().middleman().actor_handle();
+  }
   std::optional<watch::sender<cluster_view>> view;  // the membership: changed on the endpoint's thread
   member self;                                      // this node's own entry in it
 
@@ -982,7 +989,7 @@ void start_connect(endpoint_actor* self, std::shared_ptr<node_core> core, std::s
                    connect_done done) {
   const auto timeout = caf::duration{core->options().request_timeout};
   auto answer = std::make_shared<connect_done>(std::move(done));
-  self->request(self->system().middleman().actor_handle(), timeout, caf::connect_atom::value, host, port)
+  self->request(core->connector(), timeout, caf::connect_atom::value, host, port)
       .then(
           [self, core, answer, host, port](const caf::node_id& node, caf::strong_actor_ptr& published,
                                            const std::set<std::string>&) {
@@ -1443,9 +1450,21 @@ void resolve_count(const char* key, const caf::actor_system_config& config, Inte
 
 }  // namespace
 
-runtime_options enable(runtime_options options, failure_detection detection) {
-  options.configure.push_back([detection](caf::actor_system_config& config) {
+runtime_options enable(runtime_options options, failure_detection detection, tls_files tls) {
+  if (auto value = environment("POSTAL_CLUSTER_TLS_CERTIFICATE")) tls.certificate = *value;
+  if (auto value = environment("POSTAL_CLUSTER_TLS_KEY")) tls.private_key = *value;
+  if (auto value = environment("POSTAL_CLUSTER_TLS_AUTHORITY")) tls.authority = *value;
+  if (tls.enabled() && (tls.certificate.empty() || tls.private_key.empty() || tls.authority.empty()))
+    throw std::invalid_argument("postal::cluster::enable: TLS needs a certificate, its private key and the "
+                                "authority's certificate; some are missing");
+  options.configure.push_back([detection, tls](caf::actor_system_config& config) {
     config.load<caf::io::middleman>();
+    config.load<caf::openssl::manager>();
+    if (tls.enabled()) {
+      config.openssl_certificate = tls.certificate;
+      config.openssl_key = tls.private_key;
+      config.openssl_cafile = tls.authority;
+    }
     caf::actor_system_config::opt_group group{config_access::options_of(config), "postal.cluster"};
     for (const auto& spec : option_table) {
       switch (spec.type) {
@@ -1504,7 +1523,17 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(resolve_o
                                                                 &rt.system(), port_config,
                                                                 std::weak_ptr<detail::node_core>(core_));
   core_->endpoint = rt.system().spawn(detail::endpoint, core_);
-  auto opened = rt.system().middleman().publish(core_->endpoint, options_.port, options_.bind_address.c_str(), true);
+  const auto& config = rt.system().config();
+  core_->tls = !config.openssl_certificate.empty() || !config.openssl_key.empty() || !config.openssl_cafile.empty();
+  if (core_->tls && (config.openssl_certificate.empty() || config.openssl_key.empty() || config.openssl_cafile.empty()))
+    throw std::invalid_argument("postal::cluster::node: TLS needs openssl.certificate, openssl.key and "
+                                "openssl.cafile; some are missing");
+  if (core_->tls && !rt.system().has_openssl_manager())
+    throw std::invalid_argument("postal::cluster::node: TLS is configured but the runtime has no OpenSSL "
+                                "module: build it with postal::cluster::enable(options)");
+  auto opened = core_->tls ? caf::openssl::publish(core_->endpoint, options_.port, options_.bind_address.c_str(), true)
+                           : rt.system().middleman().publish(core_->endpoint, options_.port,
+                                                             options_.bind_address.c_str(), true);
   if (!opened) {
     caf::anon_send_exit(core_->endpoint, caf::exit_reason::user_shutdown);
     detail::stop_data(*core_);
@@ -1529,6 +1558,7 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(resolve_o
 }
 
 node::~node() {
+  // Also for a TLS port: CAF's OpenSSL module hands its ports to the same BASP broker.
   (void)runtime_.system().middleman().unpublish(core_->endpoint, core_->port);
   detail::stop_data(*core_);
   core_->post([](detail::endpoint_actor* self) {

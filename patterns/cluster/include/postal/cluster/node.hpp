@@ -2,7 +2,7 @@
 // (127.0.0.1 and a free port by default), connects to other nodes directly, publishes actors under names and
 // looks up the actors other nodes published, as actor_ref<Message> values that work as local refs do, and
 // joins a cluster through seeds, keeping a view of its members as a watch channel.
-// Not for: discovery beyond a seed list, groups and configuration across nodes, TLS.
+// Not for: discovery beyond a seed list, groups and configuration across nodes.
 //
 // CAF's network layer (the middleman and its BASP protocol) carries every message between nodes. On top of
 // it postal adds: a cookie challenge before a peer reaches any actor, flow control per remote ref (a window
@@ -38,14 +38,29 @@ struct failure_detection {
   std::chrono::milliseconds timeout{1000};
 };
 
+/// Certificates for TLS between nodes, through CAF's OpenSSL module: all three files (PEM), or none. With
+/// them, a node talks to its peers over TLS only and accepts a peer only if the cluster's certificate
+/// authority signed its certificate; every node of a cluster must use TLS or none (a plain node cannot reach
+/// a TLS node). The cookie challenge runs inside TLS as well: TLS says the peer holds a certificate of this
+/// cluster and encrypts the traffic, the cookie says it knows the cluster's secret.
+struct tls_files {
+  std::string certificate{};  // this node's certificate
+  std::string private_key{};  // its private key (not encrypted)
+  std::string authority{};    // the certificate of the authority that signed every node's certificate
+  bool enabled() const noexcept { return !certificate.empty() || !private_key.empty() || !authority.empty(); }
+};
+
 /// The runtime options a node needs: CAF's network layer, loaded before CAF's actor system starts, with
 /// heartbeats set from `detection` (then POSTAL_CLUSTER_HEARTBEAT_INTERVAL and POSTAL_CLUSTER_FAILURE_TIMEOUT
 /// in ms from the environment; CAF's middleman.heartbeat-interval and middleman.connection-timeout in an ini
 /// file or on the command line win over both), automatic connections through third nodes off, the
 /// middleman's network thread delivering messages itself (middleman.workers = 0), and node_options' keys
-/// declared for CAF's ini file and command line (postal.cluster.*).
+/// declared for CAF's ini file and command line (postal.cluster.*), and CAF's OpenSSL module, with `tls`
+/// (then POSTAL_CLUSTER_TLS_CERTIFICATE, POSTAL_CLUSTER_TLS_KEY and POSTAL_CLUSTER_TLS_AUTHORITY; CAF's
+/// openssl.certificate, openssl.key and openssl.cafile in an ini file or on the command line win over both).
+/// Throws std::invalid_argument when only some of the three files are given.
 ///   postal::runtime rt(postal::cluster::enable({.workers = 2}));
-runtime_options enable(runtime_options options = {}, failure_detection detection = {});
+runtime_options enable(runtime_options options = {}, failure_detection detection = {}, tls_files tls = {});
 
 /// Settings of a node. The values given in code are defaults: the environment (POSTAL_CLUSTER_NAME, ...)
 /// replaces them, and CAF's configuration (`[postal.cluster]` in its ini file, `--postal.cluster.port=7100` on
