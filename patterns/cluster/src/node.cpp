@@ -31,6 +31,7 @@
 #include <set>
 #include <map>
 #include <stdexcept>
+#include <tuple>
 #include <unordered_map>
 
 namespace postal::cluster::detail {
@@ -138,8 +139,11 @@ struct peer_info {
 struct published {
   std::uint64_t id;
   std::string name;  // empty for an actor exported because its ref crossed inside a message
-  std::shared_ptr<target_base> target;
+  std::shared_ptr<target_base> target;  // holds the actor; an exported one no peer holds lets go (null)
   std::map<caf::node_id, std::uint64_t> holders;  // refs each peer received, less those it released
+  postal::detail::control_ref control;  // the actor's control block, until the actor ends
+  std::function<std::shared_ptr<target_base>()> revive;  // a target again, while the actor runs
+  std::string signature;
 };
 
 // The stand-in this node made for a remote actor, found again when another ref to that actor arrives.
@@ -162,6 +166,7 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::string id;       // this node's id, as text
   std::string host;     // the address peers are told to reach this node at
   bool tls = false;     // peers are reached and accepted over TLS only
+  std::atomic<bool> ready{false};  // set once the constructor has filled in everything above
   // What opens connections: CAF's middleman, or its OpenSSL module for TLS.
   caf::io::middleman_actor connector() {
     return tls ? system().openssl_manager().actor_handle() : system().middleman().actor_handle();
@@ -184,30 +189,51 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::uint64_t publish(const std::string& name, std::shared_ptr<target_base> target) {
     std::lock_guard lock(mutex_);
     const std::uint64_t id = next_target_++;
-    by_actor_[target->control().get()] = id;
-    targets_[id] = published{id, name, std::move(target), {}};
+    auto control = target->control();
+    by_actor_[control.get()] = id;
+    auto signature = target->signature();
+    targets_[id] = published{id, name, std::move(target), {}, std::move(control), {}, std::move(signature)};
     names_[name] = id;
     return id;
   }
   // The id under which `actor`'s ref goes to `peer` inside a message: its published one, or a new one
-  // (`fresh` set: the caller watches it). Each ref sent counts as held by the peer until it releases it.
+  // (`fresh` set: the caller watches it); 0 if the actor no longer runs. Each ref sent counts as held by
+  // the peer until it releases it.
   std::uint64_t export_actor(const postal::detail::control_ref& actor,
-                             const std::function<std::shared_ptr<target_base>()>& make_target,
-                             const caf::node_id& peer, std::shared_ptr<target_base>& fresh) {
+                             std::function<std::shared_ptr<target_base>()> revive, const caf::node_id& peer,
+                             std::shared_ptr<target_base>& fresh) {
     std::lock_guard lock(mutex_);
     std::uint64_t id = 0;
     if (auto known = by_actor_.find(actor.get()); known != by_actor_.end()) {
       id = known->second;
       auto& entry = targets_.at(id);
-      if (!entry.target) entry.target = make_target();  // released by every peer before, still running
+      if (!entry.target) entry.target = entry.revive();  // let go by every peer before
+      if (!entry.target) return 0;
     } else {
+      fresh = revive();
+      if (!fresh) return 0;
       id = next_target_++;
-      fresh = make_target();
       by_actor_[actor.get()] = id;
-      targets_[id] = published{id, {}, fresh, {}};
+      targets_[id] = published{id, {}, fresh, {}, actor, std::move(revive), fresh->signature()};
     }
     ++targets_.at(id).holders[peer];
     return id;
+  }
+  // The control block of this node's actor `id` and its signature, until it ends.
+  std::optional<std::pair<postal::detail::control_ref, std::string>> find_actor(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    auto found = targets_.find(id);
+    if (found == targets_.end()) return std::nullopt;
+    return std::pair{found->second.control, found->second.signature};
+  }
+  // A target for `id` to deliver to: the one held, or, for an exported actor every peer let go of but that
+  // still runs, a new one that the delivering inbound alone holds.
+  std::shared_ptr<target_base> deliverable(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    auto found = targets_.find(id);
+    if (found == targets_.end()) return nullptr;
+    if (found->second.target) return found->second.target;
+    return found->second.revive ? found->second.revive() : nullptr;
   }
   // `peer` dropped `count` refs to the actor `id`. An exported actor that no peer holds any more is let
   // go (it runs on while this node has refs to it; exported again, it keeps its id).
@@ -262,9 +288,16 @@ class node_core : public std::enable_shared_from_this<node_core> {
   }
 
   // -- stand-ins of remote actors (any thread) --
-  std::optional<stand_in> find_stand_in(const std::string& home, std::uint64_t target);
+  std::optional<stand_in> find_stand_in(const ref_address& home);
   void add_stand_in(const std::shared_ptr<link>& way, postal::detail::control_ref control);
   void remove_stand_in(link& way);
+  void add_connecting(const std::shared_ptr<link>& way) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(connecting_, [](const std::weak_ptr<link>& entry) { return entry.expired(); });
+    connecting_.push_back(way);
+  }
+  // This node stops: links still waiting for a connection end (their stand-ins' waits with them).
+  void end_connecting();
   // The link of a stand-in, if `actor` is one.
   std::shared_ptr<link> stand_in_link(const postal::detail::control_block* actor) {
     std::lock_guard lock(mutex_);
@@ -272,7 +305,7 @@ class node_core : public std::enable_shared_from_this<node_core> {
     return found == stand_in_links_.end() ? nullptr : found->second.lock();
   }
   // A link to `target` on the admitted peer `node` (ended with node_down if it is not admitted any more).
-  std::shared_ptr<link> make_link(const caf::node_id& node, std::uint64_t target);
+  std::shared_ptr<link> make_link(const caf::node_id& node, std::uint64_t target, const std::string& signature);
   // A link for a ref that arrived inside a message: to a peer, to a node this one connects to first, or
   // (the actor is gone) one that has ended.
   std::shared_ptr<link> open_link(const ref_address& address);
@@ -362,8 +395,9 @@ class node_core : public std::enable_shared_from_this<node_core> {
   std::unordered_map<std::uint64_t, std::weak_ptr<link>> links_;
   std::atomic<std::uint64_t> next_link_{1};
   std::unordered_map<const postal::detail::control_block*, std::uint64_t> by_actor_;  // published actors
-  std::map<std::pair<std::string, std::uint64_t>, stand_in> stand_ins_;  // by (home node, target)
+  std::map<std::tuple<std::string, std::uint64_t, std::string>, stand_in> stand_ins_;  // (node, target, signature)
   std::unordered_map<const postal::detail::control_block*, std::weak_ptr<link>> stand_in_links_;
+  std::vector<std::weak_ptr<link>> connecting_;  // links waiting for a connection to their node
 
   struct admitted_peer {
     peer_info info;
@@ -384,7 +418,14 @@ class data_port final : public caf::monitorable_actor {
       : caf::monitorable_actor(config), core_(std::move(core)) {}
   void enqueue(caf::mailbox_element_ptr what, caf::execution_unit*) override {
     if (!what || getf(is_terminated_flag)) return;
-    if (auto core = core_.lock()) core->on_data(*what);
+    auto core = core_.lock();
+    if (!core) return;
+    try {
+      core->on_data(*what);
+    } catch (const std::exception& failure) {  // nothing may escape into CAF's network thread
+      core->batches_malformed.fetch_add(1, std::memory_order_relaxed);
+      std::fprintf(stderr, "postal cluster: a message from a peer could not be handled: %s\n", failure.what());
+    }
   }
   const char* name() const override { return "postal.cluster.data"; }
 
@@ -514,6 +555,12 @@ void link::end_record() {
   s.sent_bytes += record_header_bytes + length;
 }
 
+void link::abort_record() noexcept {
+  state& s = *state_;
+  s.batch.resize(s.record_start);
+  --s.sent;  // its credit was taken in vain
+}
+
 std::uint64_t link::expect_reply(std::unique_ptr<reply_sink> sink) {
   state& s = *state_;
   std::lock_guard lock(s.mutex);
@@ -615,7 +662,7 @@ class peer_codec final : public ref_codec {
       : core_(core), peer_(std::move(peer)), runtime_(core->rt()), capacity_(core->options().proxy_capacity) {}
 
   void write(writer& out, const postal::detail::control_ref& actor, const std::string& signature,
-             const std::function<std::shared_ptr<target_base>()>& make_target) override {
+             std::function<std::shared_ptr<target_base>()> revive) override {
     auto core = core_.lock();
     if (!core) throw std::runtime_error("postal::cluster: a ref cannot cross: this node stopped");
     ref_address address;
@@ -625,9 +672,9 @@ class peer_codec final : public ref_codec {
       address = s.home;
     } else {
       std::shared_ptr<target_base> fresh;
-      address = {core->id, core->host, core->port, core->export_actor(actor, make_target, peer_, fresh)};
+      address = {core->id, core->host, core->port, core->export_actor(actor, std::move(revive), peer_, fresh), {}};
       if (fresh) core->rt().spawn_detached(watch_target(core, address.target, fresh->ended()));
-      watch_for(*core, peer_, address.target);
+      if (address.target != 0) watch_for(*core, peer_, address.target);
     }
     out(address.node, address.host, address.port, address.target, signature);
   }
@@ -638,12 +685,14 @@ class peer_codec final : public ref_codec {
     in(result.address.node, result.address.host, result.address.port, result.address.target, written_signature);
     auto core = core_.lock();
     if (in.failed() || written_signature != signature || !core) return std::nullopt;
+    result.address.signature = signature;
+    result.from_home = result.address.node == caf::to_string(peer_);
     if (result.address.node == core->id) {
-      if (auto target = core->find_target(result.address.target)) {
-        if (target->signature() != signature) return std::nullopt;
-        result.actor = target->control();
+      if (auto actor = core->find_actor(result.address.target)) {
+        if (actor->second != signature) return std::nullopt;
+        result.actor = std::move(actor->first);
       }
-    } else if (auto known = core->find_stand_in(result.address.node, result.address.target)) {
+    } else if (auto known = core->find_stand_in(result.address)) {
       result.way = known->way.lock();
       if (result.way) result.actor = std::move(known->control);
     }
@@ -718,8 +767,8 @@ void node_core::on_data(caf::mailbox_element& what) {
       if (found == admitted_.end()) return;
       inbound = found->second.inbounds[link_id];
       if (!inbound) {
-        auto target = find_target(target_id);
-        if (!target) {  // it ended, or was let go: the link ends, its asks with no_reply
+        auto target = deliverable(target_id);
+        if (!target) {  // it ended: the link ends, its asks with no_reply
           found->second.inbounds.erase(link_id);
           send(peer_endpoint, exited_atom::value, target_id, static_cast<std::uint8_t>(exit_reason::kind_type::normal),
                std::string("the actor is gone"));
@@ -851,6 +900,7 @@ void member_gone(node_core& core, const std::string& id, member::status_type sta
 std::vector<member> members_up(node_core& core);
 bool known_up(node_core& core, const member& candidate);
 bool should_connect(node_core& core, const member& candidate);
+void tell_members(endpoint_actor* self, const caf::node_id& except);
 using join_done = std::function<void(expected<void, cluster_error>)>;
 void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::string host, std::uint16_t port,
                   join_done done);
@@ -871,6 +921,8 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
         auto& state = self->state;
         auto sender = self->current_sender();
         if (!sender || !their_data) return {1, "no sender", {}, {}, {}, {}, {}, 0};
+        if (!state.core->ready.load(std::memory_order_acquire)) return {1, "the node is starting", {}, {}, {}, {}, {}, 0};
+        if (sender->node() == self->system().node()) return {1, "a node does not connect to itself", {}, {}, {}, {}, {}, 0};
         const registry mine = state.core->names();
         if (auto difference = registry_difference(mine, their_names); !difference.empty()) {
           state.core->peers_refused.fetch_add(1, std::memory_order_relaxed);
@@ -943,12 +995,7 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
         auto joined = decode_members(bytes);
         if (!joined || joined->size() != 1 || joined->front().id != caf::to_string(sender->node())) return {};
         member_up(core, joined->front());
-        for (auto& [node, entry] : self->state.peers) {
-          if (!entry.admitted || node == sender->node()) continue;
-          member known;
-          known.id = caf::to_string(node);
-          if (known_up(core, known)) self->send(entry.endpoint, member_atom::value, bytes);
-        }
+        tell_members(self, sender->node());
         return encode_members(members_up(core));
       },
       [self](member_atom, const std::vector<char>& bytes) {
@@ -996,6 +1043,11 @@ void start_connect(endpoint_actor* self, std::shared_ptr<node_core> core, std::s
             if (!published) {
               (*answer)(unexpected{error(cluster_error::kind_type::unreachable,
                                          "no node listens at " + host + ":" + std::to_string(port))});
+              return;
+            }
+            if (node == self->system().node()) {
+              (*answer)(unexpected{error(cluster_error::kind_type::refused,
+                                         host + ":" + std::to_string(port) + " is this node itself")});
               return;
             }
             auto& state = self->state;
@@ -1077,9 +1129,22 @@ void start_connect(endpoint_actor* self, std::shared_ptr<node_core> core, std::s
 
 // -- links and stand-ins --------------------------------------------------------------------------------------
 
-std::optional<stand_in> node_core::find_stand_in(const std::string& home, std::uint64_t target) {
+void node_core::end_connecting() {
+  std::vector<std::weak_ptr<link>> waiting;
+  {
+    std::lock_guard lock(mutex_);
+    waiting.swap(connecting_);
+  }
+  for (auto& entry : waiting) {
+    auto way = entry.lock();
+    if (!way || way->internals().granted.load(std::memory_order_acquire) != 0) continue;  // connected meanwhile
+    way->internals().end(exit_reason{exit_reason::kind_type::node_down, "this node stopped"}, true);
+  }
+}
+
+std::optional<stand_in> node_core::find_stand_in(const ref_address& home) {
   std::lock_guard lock(mutex_);
-  auto found = stand_ins_.find({home, target});
+  auto found = stand_ins_.find({home.node, home.target, home.signature});
   if (found == stand_ins_.end()) return std::nullopt;
   auto way = found->second.way.lock();
   if (!way || way->ended()) return std::nullopt;
@@ -1092,7 +1157,7 @@ void node_core::add_stand_in(const std::shared_ptr<link>& way, postal::detail::c
   s.stand_in = control.get();
   stand_in_links_[control.get()] = way;
   if (s.home.node.empty()) return;
-  auto& entry = stand_ins_[{s.home.node, s.home.target}];
+  auto& entry = stand_ins_[{s.home.node, s.home.target, s.home.signature}];
   auto current = entry.way.lock();
   if (!current || current->ended()) entry = stand_in{std::move(control), way};  // the first one stays
 }
@@ -1101,18 +1166,19 @@ void node_core::remove_stand_in(link& way) {
   link::state& s = way.internals();
   std::lock_guard lock(mutex_);
   stand_in_links_.erase(s.stand_in);
-  auto found = stand_ins_.find({s.home.node, s.home.target});
+  auto found = stand_ins_.find({s.home.node, s.home.target, s.home.signature});
   if (found != stand_ins_.end() && found->second.control.get() == s.stand_in) stand_ins_.erase(found);
 }
 
-std::shared_ptr<link> node_core::make_link(const caf::node_id& node, std::uint64_t target) {
+std::shared_ptr<link> node_core::make_link(const caf::node_id& node, std::uint64_t target,
+                                           const std::string& signature) {
   auto info = admitted(node);
   if (!info)
-    return ended_link(ref_address{caf::to_string(node), {}, 0, target},
+    return ended_link(ref_address{caf::to_string(node), {}, 0, target, signature},
                       exit_reason{exit_reason::kind_type::node_down, "the node is down"}, true);
   auto s = std::make_unique<link::state>();
   s->node = weak_from_this();
-  s->home = ref_address{info->id, info->host, info->port, target};
+  s->home = ref_address{info->id, info->host, info->port, target, signature};
   s->peer_endpoint = info->endpoint;
   s->peer_data = info->data;
   s->peer_node = node;
@@ -1135,7 +1201,7 @@ std::shared_ptr<link> node_core::open_link(const ref_address& address) {
   if (address.node == id)
     return ended_link(address, exit_reason{exit_reason::kind_type::normal, "the actor had ended when its ref arrived"},
                       false);
-  if (auto known = admitted(address.node)) return make_link(known->first, address.target);
+  if (auto known = admitted(address.node)) return make_link(known->first, address.target, address.signature);
   // A node this one is not connected to: the stand-in takes messages (its mailbox holds them) while this node
   // connects; the link gets its credit once connected.
   auto s = std::make_unique<link::state>();
@@ -1146,6 +1212,7 @@ std::shared_ptr<link> node_core::open_link(const ref_address& address) {
   s->window = options_.credit_window;
   s->window_bytes = options_.credit_bytes;
   auto way = std::make_shared<link>(std::move(s));
+  add_connecting(way);
   post([core = shared_from_this(), way](endpoint_actor* self) {
     const ref_address& home = way->internals().home;
     start_connect(self, core, home.host, home.port, [core, way](expected<peer, cluster_error> outcome) {
@@ -1266,6 +1333,19 @@ bool should_connect(node_core& core, const member& candidate) {
 
 using join_done = std::function<void(expected<void, cluster_error>)>;
 
+// Tells every member this node is connected to (but `except`) the members it knows are up: a member that
+// joined at the same time through another seed learns of them, and connects or is connected to.
+void tell_members(endpoint_actor* self, const caf::node_id& except) {
+  auto& core = *self->state.core;
+  const auto bytes = encode_members(members_up(core));
+  for (auto& [node, entry] : self->state.peers) {
+    if (!entry.admitted || node == except) continue;
+    member known;
+    known.id = caf::to_string(node);
+    if (known_up(core, known)) self->send(entry.endpoint, member_atom::value, bytes);
+  }
+}
+
 // Connects to the node at host:port and joins through it: it adds this node to its view and answers with
 // the members it knows; this node adds it, and joins through each member it did not know. `done` (if any)
 // gets the outcome of this one join.
@@ -1302,6 +1382,7 @@ void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::st
               }
               for (const auto& entry : *members)
                 if (entry.id == id) member_up(*core, entry);
+              tell_members(self, caf::node_id{});
               for (const auto& entry : *members)
                 if (entry.id != id && should_connect(*core, entry)) join_through(self, core, entry.host, entry.port, nullptr);
               if (done) done({});
@@ -1517,6 +1598,9 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(resolve_o
                                 "postal::cluster::enable(options)");
   if (options_.credit_window == 0) throw std::invalid_argument("postal::cluster::node: credit_window must be at least 1");
   if (options_.credit_bytes == 0) throw std::invalid_argument("postal::cluster::node: credit_bytes must be at least 1");
+  if (options_.proxy_capacity == 0 || options_.proxy_capacity > mpsc::max_channel_capacity)
+    throw std::invalid_argument("postal::cluster::node: proxy_capacity must be between 1 and " +
+                                std::to_string(mpsc::max_channel_capacity));
   core_ = std::make_shared<detail::node_core>(rt, options_);
   caf::actor_config port_config;
   core_->data = caf::make_actor<detail::data_port, caf::actor>(rt.system().next_actor_id(), rt.system().node(),
@@ -1555,12 +1639,14 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(resolve_o
                        member::status_type::up};
   auto [view, watching] = watch::channel<cluster_view>(cluster_view{{core_->self}});
   core_->view.emplace(std::move(view));
+  core_->ready.store(true, std::memory_order_release);
 }
 
 node::~node() {
   // Also for a TLS port: CAF's OpenSSL module hands its ports to the same BASP broker.
   (void)runtime_.system().middleman().unpublish(core_->endpoint, core_->port);
   detail::stop_data(*core_);
+  core_->end_connecting();
   core_->post([](detail::endpoint_actor* self) {
     for (auto& [node, entry] : self->state.peers)
       if (entry.admitted) self->send(entry.endpoint, leave_atom::value);  // members see it leave, not fail
@@ -1661,13 +1747,13 @@ task<expected<std::shared_ptr<detail::link>, cluster_error>> node::lookup_target
     auto them = entry->endpoint;
     self->request(them, timeout, lookup_atom::value, name, signature)
         .then(
-            [core, responder, node](std::uint8_t kind, std::uint64_t target_id,
+            [core, responder, node, signature](std::uint8_t kind, std::uint64_t target_id,
                                                             const std::string& why) {
               if (kind != 0) {
                 (void)responder->send(unexpected{error(static_cast<cluster_error::kind_type>(kind), why)});
                 return;
               }
-              (void)responder->send(core->make_link(node, target_id));
+              (void)responder->send(core->make_link(node, target_id, signature));
             },
             [responder, name](caf::error& failure) {
               (void)responder->send(unexpected{from_caf(failure, "lookup of '" + name + "'")});

@@ -50,6 +50,7 @@ struct ref_address {
   std::string host;
   std::uint16_t port = 0;
   std::uint64_t target = 0;
+  std::string signature;  // the message types the actor takes
 };
 
 // How refs inside messages cross between this node and one peer (compiled in src/node.cpp). A ref is
@@ -58,12 +59,14 @@ struct ref_address {
 class ref_codec {
  public:
   virtual ~ref_codec() = default;
+  // `revive` makes a target for the actor if it still runs (it holds only the actor's control block).
   virtual void write(writer& out, const postal::detail::control_ref& actor, const std::string& signature,
-                     const std::function<std::shared_ptr<target_base>()>& make_target) = 0;
+                     std::function<std::shared_ptr<target_base>()> revive) = 0;
   struct found {
     postal::detail::control_ref actor;  // an actor of this node, or a stand-in made before: used if it runs
     std::shared_ptr<link> way;          // that stand-in's link
     ref_address address;
+    bool from_home = false;  // the ref came from the actor's own node, which counts it until it is released
   };
   // Reads an address; nothing if it is malformed or its actor takes other messages than `signature`.
   virtual std::optional<found> read(reader& in, const std::string& signature) = 0;
@@ -161,8 +164,13 @@ class link : public std::enable_shared_from_this<link> {
   template <class Write>
   void add(std::uint32_t alternative, std::uint64_t request, Write&& write) {
     std::vector<char>& out = begin_record(alternative, request);
-    writer w(out, codec());
-    std::forward<Write>(write)(w);
+    try {
+      writer w(out, codec());
+      std::forward<Write>(write)(w);
+    } catch (...) {  // nothing half-written stays in the batch; the stand-in fails with the exception
+      abort_record();
+      throw;
+    }
     end_record();
   }
   // Keeps a request's responder until its reply comes; the request's id, 0 if the link already ended (the
@@ -188,6 +196,7 @@ class link : public std::enable_shared_from_this<link> {
  private:
   std::vector<char>& begin_record(std::uint32_t alternative, std::uint64_t request);
   void end_record();
+  void abort_record() noexcept;
   std::unique_ptr<state> state_;
 };
 
@@ -509,8 +518,11 @@ void write_ref(writer& out, const actor_ref<Message>& ref) {
     return;
   }
   out.write(std::uint8_t{1});
-  codec->write(out, postal::detail::ref_access::control(ref), signature<Message>(),
-               [&ref] { return std::shared_ptr<target_base>(std::make_shared<target<Message>>(ref)); });
+  auto control = postal::detail::ref_access::control(ref);
+  codec->write(out, control, signature<Message>(), [control]() -> std::shared_ptr<target_base> {
+    if (auto running = ref_from_control<Message>(control)) return std::make_shared<target<Message>>(std::move(*running));
+    return nullptr;
+  });
 }
 
 // Gives the same actor's ref: this node's own actor, the stand-in this node already has for it, or a new
@@ -535,14 +547,14 @@ void read_ref(reader& in, actor_ref<Message>& ref) {
   }
   if (found->actor) {
     if (auto existing = ref_from_control<Message>(found->actor)) {
-      if (found->way) found->way->imported();
+      if (found->way && found->from_home) found->way->imported();
       ref = std::move(*existing);
       return;
     }
   }
   auto way = codec->open(found->address);
   ref = spawn_proxy<Message>(codec->rt(), way, codec->proxy_capacity());
-  way->imported();
+  if (found->from_home) way->imported();
 }
 
 }  // namespace postal::cluster::detail
