@@ -547,6 +547,25 @@ TEST_CASE("a node joins through any member, and every member sees every other", 
   CHECK(remote_view_lists(a_members, "b=up"));
 }
 
+TEST_CASE("nodes joining at the same time through different seeds all meet", "[cluster][membership]") {
+  node_process s1({"--name", "s1"});
+  node_process s2({"--name", "s2", "--seeds", address_of(s1)});
+  local_node here;
+  // This node joins through s2 while x joins through s1: whichever way the two joins interleave, every
+  // member ends up knowing every other.
+  auto joining = here.rt.spawn(here.node.join({address_of(s2)}));
+  node_process x({"--name", "x", "--seeds", address_of(s1)});
+  REQUIRE(joining.blocking_join());
+  CHECK(view_reaches(here.node, [](const cluster_view& view) {
+    return view.up() == 4 && has_status(view, "x", member::status_type::up) &&
+           has_status(view, "s1", member::status_type::up) && has_status(view, "s2", member::status_type::up);
+  }));
+  auto at_x = must(here.node.blocking_connect("127.0.0.1", x.port));
+  auto x_members = must(here.node.blocking_lookup<members_message>(at_x, "members"));
+  CHECK(remote_view_lists(x_members, "tester=up"));
+  CHECK(remote_view_lists(x_members, "s2=up"));
+}
+
 TEST_CASE("joining fails with the last seed's error when no seed answers", "[cluster][membership]") {
   local_node here;
   auto joined = here.node.blocking_join({"127.0.0.1:1", "127.0.0.1:2"});

@@ -833,7 +833,8 @@ using connect_done = std::function<void(expected<peer, cluster_error>)>;
 
 class endpoint_state {
  public:
-  std::set<std::string> introducing;  // host:port of members being joined
+  // Joins under way, by host:port, with whoever waits for their outcome.
+  std::map<std::string, std::vector<std::function<void(expected<void, cluster_error>)>>> introducing;
   std::shared_ptr<node_core> core;
   std::map<caf::node_id, peer_state> peers;
   std::map<caf::node_id, std::vector<connect_done>> connecting;  // handshakes under way, by node
@@ -1352,32 +1353,36 @@ void tell_members(endpoint_actor* self, const caf::node_id& except) {
 void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::string host, std::uint16_t port,
                   join_done done) {
   const std::string address = host + ":" + std::to_string(port);
-  if (!self->state.introducing.insert(address).second) {  // a join through it is under way
-    if (done) done({});
-    return;
-  }
-  start_connect(self, core, host, port, [self, core, address, done](expected<peer, cluster_error> connected) {
+  auto [waiting, fresh] = self->state.introducing.try_emplace(address);
+  if (done) waiting->second.push_back(std::move(done));
+  if (!fresh) return;  // a join through it is under way: its outcome is this one's too
+  // Ends the join through `address`: everyone waiting for it gets `outcome`.
+  auto finish = [self, address](expected<void, cluster_error> outcome) {
+    auto found = self->state.introducing.find(address);
+    if (found == self->state.introducing.end()) return;
+    auto waiters = std::move(found->second);
+    self->state.introducing.erase(found);
+    for (auto& waiter : waiters) waiter(outcome);
+  };
+  start_connect(self, core, host, port, [self, core, address, finish](expected<peer, cluster_error> connected) {
     if (!connected) {
-      self->state.introducing.erase(address);
-      if (done) done(unexpected{std::move(connected.error())});
+      finish(unexpected{std::move(connected.error())});
       return;
     }
     caf::actor them;
     for (auto& [node, entry] : self->state.peers)
       if (entry.admitted && caf::to_string(node) == connected->id) them = entry.endpoint;
     if (!them) {
-      self->state.introducing.erase(address);
-      if (done) done(unexpected{error(cluster_error::kind_type::node_down, "the node at " + address + " went down")});
+      finish(unexpected{error(cluster_error::kind_type::node_down, "the node at " + address + " went down")});
       return;
     }
     const auto timeout = caf::duration{core->options().request_timeout};
     self->request(them, timeout, join_atom::value, encode_members({core->self}))
         .then(
-            [self, core, address, done, id = connected->id](const std::vector<char>& bytes) {
-              self->state.introducing.erase(address);
+            [self, core, finish, id = connected->id](const std::vector<char>& bytes) {
               auto members = decode_members(bytes);
               if (!members) {
-                if (done) done(unexpected{error(cluster_error::kind_type::refused, "a malformed member list")});
+                finish(unexpected{error(cluster_error::kind_type::refused, "a malformed member list")});
                 return;
               }
               for (const auto& entry : *members)
@@ -1385,12 +1390,9 @@ void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::st
               tell_members(self, caf::node_id{});
               for (const auto& entry : *members)
                 if (entry.id != id && should_connect(*core, entry)) join_through(self, core, entry.host, entry.port, nullptr);
-              if (done) done({});
+              finish({});
             },
-            [self, address, done](caf::error& failure) {
-              self->state.introducing.erase(address);
-              if (done) done(unexpected{from_caf(failure, "join through " + address)});
-            });
+            [address, finish](caf::error& failure) { finish(unexpected{from_caf(failure, "join through " + address)}); });
   });
 }
 
