@@ -575,6 +575,10 @@ TEST_CASE("joining fails with the last seed's error when no seed answers", "[clu
   REQUIRE_FALSE(malformed);
   CHECK(malformed.error().message.find("host:port") != std::string::npos);
   CHECK(here.node.view().borrow()->up() == 1);  // alone, and up
+  // The same seed list on every node names this node too: when no other seed answers, it starts the cluster.
+  const std::string itself = "127.0.0.1:" + std::to_string(here.node.port());
+  CHECK(here.node.blocking_join({itself, "127.0.0.1:1"}));
+  CHECK(here.node.view().borrow()->up() == 1);
 }
 
 TEST_CASE("a killed member is down in every view, one that left is left, and a restarted one comes back",

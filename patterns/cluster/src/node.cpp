@@ -1690,6 +1690,7 @@ task<expected<peer, cluster_error>> node::connect(std::string host, std::uint16_
 
 task<expected<void, cluster_error>> node::join(std::vector<std::string> seeds) {
   std::vector<std::pair<std::string, std::uint16_t>> addresses;
+  bool listed_itself = false;
   for (const auto& seed : seeds) {
     const auto colon = seed.rfind(':');
     std::uint64_t port = 0;
@@ -1701,7 +1702,14 @@ task<expected<void, cluster_error>> node::join(std::vector<std::string> seeds) {
     }
     if (port == 0 || port > 65535)
       co_return unexpected{error(cluster_error::kind_type::unreachable, "a seed is host:port, not '" + seed + "'")};
-    addresses.emplace_back(seed.substr(0, colon), static_cast<std::uint16_t>(port));
+    const std::string host = seed.substr(0, colon);
+    const bool here = port == core_->port && (host == core_->host || host == options_.bind_address ||
+                                              host == "127.0.0.1" || host == "localhost");
+    if (here) {
+      listed_itself = true;  // the same seed list on every node: this one is skipped
+      continue;
+    }
+    addresses.emplace_back(host, static_cast<std::uint16_t>(port));
   }
   if (addresses.empty()) co_return expected<void, cluster_error>{};
   auto [responder, answer] = oneshot::channel<expected<void, cluster_error>>();
@@ -1713,6 +1721,7 @@ task<expected<void, cluster_error>> node::join(std::vector<std::string> seeds) {
   });
   auto outcome = co_await answer;
   if (!outcome) co_return unexpected{error(cluster_error::kind_type::unreachable, "the node stopped")};
+  if (!*outcome && listed_itself) co_return expected<void, cluster_error>{};  // the first member: it starts the cluster
   co_return std::move(*outcome);
 }
 

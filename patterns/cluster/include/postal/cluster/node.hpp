@@ -184,8 +184,9 @@ class node {
   /// Joins the cluster through the first of `seeds` ("host:port") that answers: that member tells this node
   /// the others, this node connects to each of them directly, and every member adds it to its view (and
   /// tells the members it knows, so joins at the same time through different seeds meet). Any member can be
-  /// a seed. No seeds: this node starts a cluster of its own. Fails with the last seed's error when none
-  /// answers.
+  /// a seed. A seed that is this node's own address is skipped, so every node can be given the same list.
+  /// No seeds, or none answering while the list named this node: this node starts the cluster (the others
+  /// join it later). Otherwise fails with the last seed's error when none answers.
   task<expected<void, cluster_error>> join(std::vector<std::string> seeds);
   expected<void, cluster_error> blocking_join(std::vector<std::string> seeds);
   /// This node's view of the cluster, as a watch channel: `co_await view.changed()` returns when a member
