@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <future>
 #include <memory>
 #include <optional>
@@ -529,6 +530,20 @@ bool remote_view_lists(postal::actor_ref<members_message>& members, const std::s
 
 std::string address_of(const node_process& process) { return "127.0.0.1:" + std::to_string(process.port); }
 
+// Whether exactly `names` are up in `view`.
+bool exactly_up(const cluster_view& view, std::initializer_list<const char*> names) {
+  if (view.up() != names.size()) return false;
+  for (const char* name : names)
+    if (!has_status(view, name, member::status_type::up)) return false;
+  return true;
+}
+
+// The "members" actor of a node process, through a direct connection from this node.
+postal::actor_ref<members_message> members_of(local_node& here, const node_process& process) {
+  auto at = must(here.node.blocking_connect("127.0.0.1", process.port));
+  return must(here.node.blocking_lookup<members_message>(at, "members"));
+}
+
 }  // namespace
 
 TEST_CASE("a node joins through any member, and every member sees every other", "[cluster][membership]") {
@@ -536,13 +551,9 @@ TEST_CASE("a node joins through any member, and every member sees every other", 
   node_process b({"--name", "b", "--seeds", address_of(a)});
   local_node here;
   REQUIRE(here.node.blocking_join({"127.0.0.1:1", address_of(b)}));  // the first seed does not answer
-  CHECK(view_reaches(here.node, [](const cluster_view& view) {
-    return view.up() == 3 && has_status(view, "a", member::status_type::up) &&
-           has_status(view, "b", member::status_type::up) && has_status(view, "tester", member::status_type::up);
-  }));
+  CHECK(view_reaches(here.node, [](const cluster_view& view) { return exactly_up(view, {"a", "b", "tester"}); }));
   // a heard of this node although it joined through b, and this node reaches a directly
-  auto at_a = must(here.node.blocking_connect("127.0.0.1", a.port));
-  auto a_members = must(here.node.blocking_lookup<members_message>(at_a, "members"));
+  auto a_members = members_of(here, a);
   CHECK(remote_view_lists(a_members, "tester=up"));
   CHECK(remote_view_lists(a_members, "b=up"));
 }
@@ -556,12 +567,8 @@ TEST_CASE("nodes joining at the same time through different seeds all meet", "[c
   auto joining = here.rt.spawn(here.node.join({address_of(s2)}));
   node_process x({"--name", "x", "--seeds", address_of(s1)});
   REQUIRE(joining.blocking_join());
-  CHECK(view_reaches(here.node, [](const cluster_view& view) {
-    return view.up() == 4 && has_status(view, "x", member::status_type::up) &&
-           has_status(view, "s1", member::status_type::up) && has_status(view, "s2", member::status_type::up);
-  }));
-  auto at_x = must(here.node.blocking_connect("127.0.0.1", x.port));
-  auto x_members = must(here.node.blocking_lookup<members_message>(at_x, "members"));
+  CHECK(view_reaches(here.node, [](const cluster_view& view) { return exactly_up(view, {"s1", "s2", "x", "tester"}); }));
+  auto x_members = members_of(here, x);
   CHECK(remote_view_lists(x_members, "tester=up"));
   CHECK(remote_view_lists(x_members, "s2=up"));
 }
@@ -596,8 +603,7 @@ TEST_CASE("a killed member is down in every view, one that left is left, and a r
   c->process->kill(SIGKILL);
   CHECK(view_reaches(here.node, [](const cluster_view& view) { return has_status(view, "c", member::status_type::down); }));
   CHECK(clock_type::now() - killed_at < 500ms + 500ms);  // the nodes' failure timeout plus 0.5 s
-  auto at_a = must(here.node.blocking_connect("127.0.0.1", a.port));
-  auto a_members = must(here.node.blocking_lookup<members_message>(at_a, "members"));
+  auto a_members = members_of(here, a);
   CHECK(remote_view_lists(a_members, "c=down"));
 
   b.process->signal(SIGTERM);  // b leaves on purpose
