@@ -1,7 +1,7 @@
 // A node's network side, on CAF's middleman: the endpoint actor that peers talk to (the cookie challenge,
-// lookups, ends), the data port (batches, credit, replies, handled on CAF's network thread), the links of this node's remote refs, and the inbounds of the
-// remote refs that other nodes hold to this node's actors. The only file of postal::cluster that includes
-// CAF. Not for: the typed ends of a remote ref (include/postal/cluster/detail/proxy.hpp).
+// lookups, ends, membership), the data port (batches, credit, replies, handled on CAF's network thread),
+// the links of this node's remote refs, and the inbounds of the remote refs that other nodes hold to this
+// node's actors. The only file of postal::cluster that includes CAF. Not for: the typed ends of a remote ref (include/postal/cluster/detail/proxy.hpp).
 #include <postal/cluster/node.hpp>
 
 #include <postal/waker.hpp>
@@ -278,11 +278,8 @@ class node_core : public std::enable_shared_from_this<node_core> {
       auto named = names_.find(found->second.name);
       if (named != names_.end() && named->second == id) names_.erase(named);
     }
-    for (auto known = by_actor_.begin(); known != by_actor_.end(); ++known)
-      if (known->second == id) {
-        by_actor_.erase(known);
-        break;
-      }
+    if (auto known = by_actor_.find(found->second.control.get()); known != by_actor_.end() && known->second == id)
+      by_actor_.erase(known);
     dropped = std::move(found->second.target);
     targets_.erase(found);
   }
@@ -512,11 +509,9 @@ struct link::state {
     if (stand_in && node_down) stand_in->mark_node_down();  // before the askers learn of the end
     dropped.clear();
     wake_waiting();
-    stop_stand_in(stand_in, std::move(why), node_down);
+    if (stand_in) stop_stand_in(stand_in, std::move(why));
   }
-  static void stop_stand_in(const postal::detail::control_ref& stand_in, exit_reason why, bool node_down) {
-    if (!stand_in) return;
-    if (node_down) stand_in->mark_node_down();
+  static void stop_stand_in(const postal::detail::control_ref& stand_in, exit_reason why) {
     stand_in->post({postal::detail::control_request::kind_type::stop, stop_mode::drop, std::move(why)});
   }
 };
@@ -619,7 +614,10 @@ void link::attach(postal::detail::control_ref control) {
       s.control = control;
     }
   }
-  if (why) state::stop_stand_in(control, std::move(*why), node_down);
+  if (why) {
+    if (node_down) control->mark_node_down();
+    state::stop_stand_in(control, std::move(*why));
+  }
 }
 
 void link::imported() noexcept { state_->imports.fetch_add(1, std::memory_order_acq_rel); }
@@ -712,6 +710,15 @@ class peer_codec final : public ref_codec {
   runtime& runtime_;
   const std::size_t capacity_;
 };
+
+// Points `s` at the admitted peer `node` (its endpoint, data port, name, and how refs cross to it).
+void set_peer(link::state& s, const std::shared_ptr<node_core>& core, const caf::node_id& node, const peer_info& info) {
+  s.peer_endpoint = info.endpoint;
+  s.peer_data = info.data;
+  s.peer_node = node;
+  s.peer_name = info.name;
+  s.codec = std::make_shared<peer_codec>(core, node);
+}
 
 // -- what an inbound sends back -----------------------------------------------------------------------------
 
@@ -818,14 +825,10 @@ void stop_data(node_core& core) {
 // -- the endpoint actor -------------------------------------------------------------------------------------
 
 struct peer_state {
-  caf::actor endpoint;
-  std::string name;
+  peer_info info;           // what the links and the data port use once it is admitted
   std::string their_nonce;  // while the challenge runs
   std::string our_nonce;
   bool admitted = false;
-  caf::actor data;                  // its data port
-  std::string host;                 // where it listens
-  std::uint16_t port = 0;
   std::set<std::uint64_t> watched;  // our targets this peer looked up or got refs to: it hears of their end
 };
 
@@ -856,23 +859,28 @@ void report(const char* what, const std::string& detail) {
   std::fprintf(stderr, "postal cluster: %s%s\n", what, detail.c_str());
 }
 
+// Membership, defined below with its messages.
+std::vector<char> encode_members(const std::vector<member>& list);
+std::optional<std::vector<member>> decode_members(const std::vector<char>& bytes);
+void member_up(node_core& core, const member& joined);
+void member_gone(node_core& core, const std::string& id, member::status_type status);
+std::vector<member> members_up(node_core& core);
+bool known_up(node_core& core, const member& candidate);
+bool should_connect(node_core& core, const member& candidate);
+void tell_members(endpoint_actor* self, const caf::node_id& except);
+using join_done = std::function<void(expected<void, cluster_error>)>;
+void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::string host, std::uint16_t port,
+                  join_done done);
+
 // A peer is gone (its connection broke, it stopped answering heartbeats, or it left): every link to it
 // ends with node_down, every inbound from it is dropped.
 void peer_down(endpoint_actor* self, const caf::node_id& node, const std::string& why) {
   auto found = self->state.peers.find(node);
   if (found == self->state.peers.end()) return;
-  const std::string name = found->second.name;
+  const std::string name = found->second.info.name;
   self->state.peers.erase(found);
   self->state.core->forget(node);
-  const std::string id = caf::to_string(node);
-  self->state.core->view->send_if_modified([&id](cluster_view& view) {
-    for (auto& entry : view.members)
-      if (entry.id == id && entry.status == member::status_type::up) {
-        entry.status = member::status_type::down;
-        return true;
-      }
-    return false;
-  });
+  member_gone(*self->state.core, caf::to_string(node), member::status_type::down);
   for (auto& way : self->state.core->links_to(node))
     way->internals().end(exit_reason{exit_reason::kind_type::node_down, "node '" + name + "' is down: " + why},
                          true);
@@ -889,22 +897,9 @@ void finish_connect(endpoint_actor* self, const caf::node_id& node, expected<pee
 // The peer `node` passed the challenge: links and the data port may use it.
 void admit(endpoint_actor* self, const caf::node_id& node, peer_state& entry) {
   entry.admitted = true;
-  self->state.core->admit(node, peer_info{entry.endpoint, entry.data, caf::to_string(node), entry.name, entry.host,
-                                          entry.port});
-  self->monitor(entry.endpoint);
+  self->state.core->admit(node, entry.info);
+  self->monitor(entry.info.endpoint);
 }
-
-std::vector<char> encode_members(const std::vector<member>& list);
-std::optional<std::vector<member>> decode_members(const std::vector<char>& bytes);
-void member_up(node_core& core, const member& joined);
-void member_gone(node_core& core, const std::string& id, member::status_type status);
-std::vector<member> members_up(node_core& core);
-bool known_up(node_core& core, const member& candidate);
-bool should_connect(node_core& core, const member& candidate);
-void tell_members(endpoint_actor* self, const caf::node_id& except);
-using join_done = std::function<void(expected<void, cluster_error>)>;
-void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::string host, std::uint16_t port,
-                  join_done done);
 
 caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
   self->state.core = std::move(core);
@@ -933,11 +928,8 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
         peer_state& entry = state.peers[sender->node()];
         if (entry.admitted)  // already connected
           return {0, {}, state.core->options().name, {}, {}, state.core->data, state.core->host, state.core->port};
-        entry.endpoint = caf::actor_cast<caf::actor>(sender);
-        entry.data = their_data;
-        entry.name = their_name;
-        entry.host = their_host;
-        entry.port = their_port;
+        entry.info = peer_info{caf::actor_cast<caf::actor>(sender), their_data, caf::to_string(sender->node()),
+                               their_name, their_host, their_port};
         entry.their_nonce = their_nonce;
         entry.our_nonce = random_nonce();
         return {0, {}, state.core->options().name, entry.our_nonce,
@@ -954,7 +946,7 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
         if (entry.admitted) return {0, {}};
         if (!same_proof(their_proof, proof(state.core->options().cookie, "client", entry.our_nonce, entry.their_nonce))) {
           state.core->peers_refused.fetch_add(1, std::memory_order_relaxed);
-          report("refused node '", entry.name + "': it does not know the cluster's cookie");
+          report("refused node '", entry.info.name + "': it does not know the cluster's cookie");
           state.peers.erase(found);
           return {1, "wrong cookie"};
         }
@@ -1017,9 +1009,9 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
         auto sender = self->current_sender();
         auto* from = self->state.admitted(sender);
         if (from == nullptr) return;
-        report("a link to node '", from->name + "' broke: " + why);
+        report("a link to node '", from->info.name + "' broke: " + why);
         if (auto way = self->state.core->find_link(link_id); way && way->internals().peer_node == sender->node())
-          way->internals().end(exit_reason{exit_reason::kind_type::failed, "node '" + from->name + "': " + why}, false);
+          way->internals().end(exit_reason{exit_reason::kind_type::failed, "node '" + from->info.name + "': " + why}, false);
       },
       [self](exited_atom, std::uint64_t target_id, std::uint8_t kind, const std::string& message) {
         auto sender = self->current_sender();
@@ -1053,7 +1045,7 @@ void start_connect(endpoint_actor* self, std::shared_ptr<node_core> core, std::s
             }
             auto& state = self->state;
             if (auto known = state.peers.find(node); known != state.peers.end() && known->second.admitted) {
-              (*answer)(peer{known->second.name, caf::to_string(node)});
+              (*answer)(peer{known->second.info.name, caf::to_string(node)});
               return;
             }
             auto& waiting = state.connecting[node];
@@ -1076,11 +1068,7 @@ void start_connect(endpoint_actor* self, std::shared_ptr<node_core> core, std::s
                       auto admit_them = [self, them, node, their_name, their_data, their_host, their_port] {
                         auto& entry = self->state.peers[node];
                         if (entry.admitted) return;
-                        entry.endpoint = them;
-                        entry.data = their_data;
-                        entry.name = their_name;
-                        entry.host = their_host;
-                        entry.port = their_port;
+                        entry.info = peer_info{them, their_data, caf::to_string(node), their_name, their_host, their_port};
                         admit(self, node, entry);
                       };
                       if (their_nonce.empty()) {  // it had admitted us already
@@ -1180,11 +1168,7 @@ std::shared_ptr<link> node_core::make_link(const caf::node_id& node, std::uint64
   auto s = std::make_unique<link::state>();
   s->node = weak_from_this();
   s->home = ref_address{info->id, info->host, info->port, target, signature};
-  s->peer_endpoint = info->endpoint;
-  s->peer_data = info->data;
-  s->peer_node = node;
-  s->peer_name = info->name;
-  s->codec = std::make_shared<peer_codec>(shared_from_this(), node);
+  set_peer(*s, shared_from_this(), node, *info);
   s->id = next_link_id();
   s->target_id = target;
   s->window = options_.credit_window;
@@ -1232,11 +1216,7 @@ std::shared_ptr<link> node_core::open_link(const ref_address& address) {
       }
       {
         std::lock_guard lock(s.mutex);
-        s.peer_endpoint = known->second.endpoint;
-        s.peer_data = known->second.data;
-        s.peer_node = known->first;
-        s.peer_name = known->second.name;
-        s.codec = std::make_shared<peer_codec>(core, known->first);
+        set_peer(s, core, known->first, known->second);
       }
       core->add_link(s.id, way);
       if (!core->admitted(known->first)) {
@@ -1332,8 +1312,6 @@ bool should_connect(node_core& core, const member& candidate) {
   return candidate.id != core.id && core.id < candidate.id && !known_up(core, candidate);
 }
 
-using join_done = std::function<void(expected<void, cluster_error>)>;
-
 // Tells every member this node is connected to (but `except`) the members it knows are up: a member that
 // joined at the same time through another seed learns of them, and connects or is connected to.
 void tell_members(endpoint_actor* self, const caf::node_id& except) {
@@ -1343,7 +1321,7 @@ void tell_members(endpoint_actor* self, const caf::node_id& except) {
     if (!entry.admitted || node == except) continue;
     member known;
     known.id = caf::to_string(node);
-    if (known_up(core, known)) self->send(entry.endpoint, member_atom::value, bytes);
+    if (known_up(core, known)) self->send(entry.info.endpoint, member_atom::value, bytes);
   }
 }
 
@@ -1371,7 +1349,7 @@ void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::st
     }
     caf::actor them;
     for (auto& [node, entry] : self->state.peers)
-      if (entry.admitted && caf::to_string(node) == connected->id) them = entry.endpoint;
+      if (entry.admitted && entry.info.id == connected->id) them = entry.info.endpoint;
     if (!them) {
       finish(unexpected{error(cluster_error::kind_type::node_down, "the node at " + address + " went down")});
       return;
@@ -1421,7 +1399,7 @@ task<void> watch_target(std::shared_ptr<node_core> core, std::uint64_t id, task<
   core->post([id, why](endpoint_actor* self) {
     for (auto& [node, entry] : self->state.peers)
       if (entry.admitted && entry.watched.erase(id) != 0)
-        self->send(entry.endpoint, exited_atom::value, id, static_cast<std::uint8_t>(why.kind), why.message);
+        self->send(entry.info.endpoint, exited_atom::value, id, static_cast<std::uint8_t>(why.kind), why.message);
   });
 }
 
@@ -1603,20 +1581,21 @@ node::node(runtime& rt, node_options options) : runtime_(rt), options_(resolve_o
   if (options_.proxy_capacity == 0 || options_.proxy_capacity > mpsc::max_channel_capacity)
     throw std::invalid_argument("postal::cluster::node: proxy_capacity must be between 1 and " +
                                 std::to_string(mpsc::max_channel_capacity));
+  const auto& config = rt.system().config();
+  const bool tls = !config.openssl_certificate.empty() || !config.openssl_key.empty() || !config.openssl_cafile.empty();
+  if (tls && (config.openssl_certificate.empty() || config.openssl_key.empty() || config.openssl_cafile.empty()))
+    throw std::invalid_argument("postal::cluster::node: TLS needs openssl.certificate, openssl.key and "
+                                "openssl.cafile; some are missing");
+  if (tls && !rt.system().has_openssl_manager())
+    throw std::invalid_argument("postal::cluster::node: TLS is configured but the runtime has no OpenSSL "
+                                "module: build it with postal::cluster::enable(options)");
   core_ = std::make_shared<detail::node_core>(rt, options_);
+  core_->tls = tls;
   caf::actor_config port_config;
   core_->data = caf::make_actor<detail::data_port, caf::actor>(rt.system().next_actor_id(), rt.system().node(),
                                                                 &rt.system(), port_config,
                                                                 std::weak_ptr<detail::node_core>(core_));
   core_->endpoint = rt.system().spawn(detail::endpoint, core_);
-  const auto& config = rt.system().config();
-  core_->tls = !config.openssl_certificate.empty() || !config.openssl_key.empty() || !config.openssl_cafile.empty();
-  if (core_->tls && (config.openssl_certificate.empty() || config.openssl_key.empty() || config.openssl_cafile.empty()))
-    throw std::invalid_argument("postal::cluster::node: TLS needs openssl.certificate, openssl.key and "
-                                "openssl.cafile; some are missing");
-  if (core_->tls && !rt.system().has_openssl_manager())
-    throw std::invalid_argument("postal::cluster::node: TLS is configured but the runtime has no OpenSSL "
-                                "module: build it with postal::cluster::enable(options)");
   auto opened = core_->tls ? caf::openssl::publish(core_->endpoint, options_.port, options_.bind_address.c_str(), true)
                            : rt.system().middleman().publish(core_->endpoint, options_.port,
                                                              options_.bind_address.c_str(), true);
@@ -1651,7 +1630,7 @@ node::~node() {
   core_->end_connecting();
   core_->post([](detail::endpoint_actor* self) {
     for (auto& [node, entry] : self->state.peers)
-      if (entry.admitted) self->send(entry.endpoint, leave_atom::value);  // members see it leave, not fail
+      if (entry.admitted) self->send(entry.info.endpoint, leave_atom::value);  // members see it leave, not fail
     for (auto& [node, entry] : self->state.peers)
       for (auto& way : self->state.core->links_to(node))
         way->internals().end(exit_reason{exit_reason::kind_type::node_down, "this node stopped"}, false);
@@ -1755,7 +1734,7 @@ task<expected<std::shared_ptr<detail::link>, cluster_error>> node::lookup_target
       return;
     }
     const auto timeout = caf::duration{core->options().request_timeout};
-    auto them = entry->endpoint;
+    auto them = entry->info.endpoint;
     self->request(them, timeout, lookup_atom::value, name, signature)
         .then(
             [core, responder, node, signature](std::uint8_t kind, std::uint64_t target_id,

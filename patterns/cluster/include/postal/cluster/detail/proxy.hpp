@@ -3,8 +3,9 @@
 // its link's batch while the link has credit, keeping each request's responder until the reply comes back.
 // On the serving node, an inbound (one per remote ref that sent something) reads each batch, attaches a
 // responder of its own to each request, and puts the messages into the published actor's mailbox, waiting
-// for room in order; each message in the mailbox returns one credit (acknowledged a quarter window at a time). The untyped rest (CAF, the links, the
-// peers) is compiled in src/node.cpp. Internal to postal::cluster.
+// for room in order; each message in the mailbox returns one credit (acknowledged a quarter window at a
+// time). The untyped rest (CAF, the links, the peers) is compiled in src/node.cpp. Internal to
+// postal::cluster.
 #pragma once
 
 #include <postal/actor/base.hpp>
