@@ -1,10 +1,11 @@
 // A node for the cluster tests, run as a process of its own: it publishes a key-value actor as "kv", a
 // consumer as "sink" (slowed down by --sink-delay-us), a counter as "counter" and a relay (which keeps a ref
 // it is sent and uses it) as "relay" and its view of the cluster as "members", joins the cluster through
-// --seeds (host:port,...), prints "port=<n>" once it listens, and runs until SIGTERM (it leaves the cluster
+// --seeds (host:port,...), makes the cluster topic "news" (capacity --news-capacity) with two member actors
+// (slowed down by --news-delay-us) reported by its "news" actor, prints "port=<n>" once it listens, and runs until SIGTERM (it leaves the cluster
 // and exits 0) or SIGKILL.
 // usage: cluster-test-node --cookie C [--port P] [--name N] [--sink-delay-us D] [--heartbeat-ms H]
-//                          [--timeout-ms T] [--seeds host:port,...]
+//                          [--timeout-ms T] [--seeds host:port,...] [--news-capacity C] [--news-delay-us D]
 #include "messages.hpp"
 
 #include <postal/actor.hpp>
@@ -18,6 +19,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -126,6 +130,74 @@ class members : public postal::actor<members_message> {
   postal::watch::receiver<postal::cluster::cluster_view> view_;
 };
 
+// What the node's member actors of "news" got, shared with the "news" actor that reports it.
+struct news_tallies {
+  std::mutex lock;
+  std::vector<std::uint64_t> received = std::vector<std::uint64_t>(2);
+  std::vector<std::uint64_t> missed = std::vector<std::uint64_t>(2);
+  std::uint64_t out_of_order = 0;
+  std::optional<std::uint64_t> first;
+  std::map<std::string, std::uint64_t> last;  // per publisher and member: the last sequence
+};
+
+using news_member_message = std::variant<news, postal::group_lagged>;
+
+class news_member : public postal::actor<news_member_message> {
+ public:
+  news_member(std::shared_ptr<news_tallies> tallies, std::size_t index, std::chrono::microseconds delay)
+      : tallies_(std::move(tallies)), index_(index), delay_(delay) {}
+  std::optional<postal::task<void>> handle(news& m) {
+    {
+      std::lock_guard guard(tallies_->lock);
+      ++tallies_->received[index_];
+      if (!tallies_->first) tallies_->first = m.sequence;
+      const std::string key = m.from + "/" + std::to_string(index_);
+      auto last = tallies_->last.find(key);
+      if (last != tallies_->last.end() && m.sequence <= last->second) ++tallies_->out_of_order;
+      tallies_->last[key] = m.sequence;
+    }
+    if (delay_.count() == 0) return std::nullopt;
+    return wait();
+  }
+  void handle(postal::group_lagged& m) {
+    std::lock_guard guard(tallies_->lock);
+    tallies_->missed[index_] += m.missed;
+  }
+
+ private:
+  postal::task<void> wait() { co_await postal::sleep_for(delay_); }
+  std::shared_ptr<news_tallies> tallies_;
+  std::size_t index_;
+  std::chrono::microseconds delay_;
+};
+
+class news_desk : public postal::actor<news_message> {
+ public:
+  news_desk(std::shared_ptr<news_tallies> tallies, postal::cluster::topic<news> topic, std::string name)
+      : tallies_(std::move(tallies)), topic_(std::move(topic)), name_(std::move(name)) {}
+  news_report handle(news_tally&) {
+    news_report report;
+    std::lock_guard guard(tallies_->lock);
+    report.received = tallies_->received;
+    report.missed = tallies_->missed;
+    report.out_of_order = tallies_->out_of_order;
+    report.first = tallies_->first.value_or(0);
+    const auto stats = topic_.stats();
+    report.published_here = stats.here.published;
+    report.nodes = stats.nodes;
+    return report;
+  }
+  std::uint64_t handle(publish_news& m) {
+    for (std::uint64_t i = 0; i < m.count; ++i) topic_.publish(news{name_, m.first + i});
+    return m.count;
+  }
+
+ private:
+  std::shared_ptr<news_tallies> tallies_;
+  postal::cluster::topic<news> topic_;
+  std::string name_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -151,6 +223,16 @@ int main(int argc, char** argv) {
   node.publish("counter", postal::spawn_actor<counter>(rt, postal::actor_options{}));
   node.publish("relay", postal::spawn_actor<relay>(rt, postal::actor_options{}));
   node.publish("members", postal::spawn_actor<members>(rt, postal::actor_options{}, node.view()));
+  // The cluster topic "news", with two member actors (slowed down by --news-delay-us) and the "news" desk.
+  postal::cluster::groups groups(rt, node);
+  auto topic = groups.topic<news>("news", static_cast<std::size_t>(number("--news-capacity", 1024)));
+  auto tallies = std::make_shared<news_tallies>();
+  std::vector<postal::group_membership> memberships;
+  for (std::size_t i = 0; i < 2; ++i)
+    memberships.push_back(topic.join(rt, postal::spawn_actor<news_member>(
+                                             rt, postal::actor_options{.mailbox_capacity = 16}, tallies, i,
+                                             std::chrono::microseconds(number("--news-delay-us", 0)))));
+  node.publish("news", postal::spawn_actor<news_desk>(rt, postal::actor_options{}, tallies, topic, node.name()));
   if (args.count("--seeds")) {
     std::vector<std::string> seeds;
     const std::string list = args["--seeds"];

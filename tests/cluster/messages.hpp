@@ -140,6 +140,46 @@ auto inspect(Inspector& f, members_query&) {
   return f();
 }
 
+// A cluster topic ("news", cluster_node.cpp): what is published on it, and the node's "news" actor that
+// reports what its two local member actors got and publishes on the node's behalf.
+struct news {
+  std::string from;  // the publishing node
+  std::uint64_t sequence = 0;
+};
+template <class Inspector>
+auto inspect(Inspector& f, news& x) {
+  return f(x.from, x.sequence);
+}
+struct news_report {
+  std::vector<std::uint64_t> received;  // per member actor
+  std::vector<std::uint64_t> missed;    // per member actor, from group_lagged
+  std::uint64_t out_of_order = 0;       // a sequence not above the last one from the same publisher
+  std::uint64_t first = 0;              // the first sequence the first member got
+  std::uint64_t published_here = 0;     // publishes the node's local topic took (its own and relayed)
+  std::uint64_t nodes = 0;              // members the node forwards its publishes to
+};
+template <class Inspector>
+auto inspect(Inspector& f, news_report& x) {
+  return f(x.received, x.missed, x.out_of_order, x.first, x.published_here, x.nodes);
+}
+struct news_tally {
+  using reply_type = news_report;
+};
+struct publish_news {  // publish `count` news from this node, sequences first, first + 1, ...
+  std::uint64_t first = 0;
+  std::uint64_t count = 0;
+  using reply_type = std::uint64_t;
+};
+using news_message = std::variant<news_tally, publish_news>;
+template <class Inspector>
+auto inspect(Inspector& f, news_tally&) {
+  return f();
+}
+template <class Inspector>
+auto inspect(Inspector& f, publish_news& x) {
+  return f(x.first, x.count);
+}
+
 // The same name as kv_message's, another message set: a node that publishes it under "kv" must be refused.
 struct other {
   int value = 0;

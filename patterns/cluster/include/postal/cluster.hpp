@@ -4,5 +4,6 @@
 // message struct).
 #pragma once
 
+#include <postal/cluster/group.hpp>
 #include <postal/cluster/node.hpp>
 #include <postal/cluster/serialize.hpp>
