@@ -2,10 +2,12 @@
 // consumer as "sink" (slowed down by --sink-delay-us), a counter as "counter" and a relay (which keeps a ref
 // it is sent and uses it) as "relay" and its view of the cluster as "members", joins the cluster through
 // --seeds (host:port,...), makes the cluster topic "news" (capacity --news-capacity) with two member actors
-// (slowed down by --news-delay-us) reported by its "news" actor, prints "port=<n>" once it listens, and runs until SIGTERM (it leaves the cluster
+// (slowed down by --news-delay-us) reported by its "news" actor, shares the configuration "app" from
+// --config-file or follows it from the node --follow-config names (reported by its "config" actor), prints "port=<n>" once it listens, and runs until SIGTERM (it leaves the cluster
 // and exits 0) or SIGKILL.
 // usage: cluster-test-node --cookie C [--port P] [--name N] [--sink-delay-us D] [--heartbeat-ms H]
 //                          [--timeout-ms T] [--seeds host:port,...] [--news-capacity C] [--news-delay-us D]
+//                          [--config-file F | --follow-config SOURCE-NODE-NAME]
 #include "messages.hpp"
 
 #include <postal/actor.hpp>
@@ -198,6 +200,25 @@ class news_desk : public postal::actor<news_message> {
   std::string name_;
 };
 
+// What this node's handle of the configuration "app" holds.
+class config_desk : public postal::actor<config_message> {
+ public:
+  explicit config_desk(postal::config_handle<app_settings> handle) : handle_(std::move(handle)) {}
+  config_report handle(config_query&) {
+    config_report report;
+    report.value = handle_.get();
+    auto status = handle_.status();
+    auto now = status.borrow();
+    if (now->error) report.error = now->error->describe();
+    report.loads = now->loads;
+    report.failures = now->failures;
+    return report;
+  }
+
+ private:
+  postal::config_handle<app_settings> handle_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -247,6 +268,25 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  // The configuration "app": shared from --config-file, or followed from the node named --follow-config.
+  std::optional<postal::config_handle<app_settings>> config;
+  if (args.count("--config-file")) {
+    auto loaded = postal::spawn_config<app_settings>(rt, {.file = args["--config-file"]});
+    if (!loaded) {
+      std::fprintf(stderr, "config: %s\n", loaded.error().describe().c_str());
+      return 1;
+    }
+    postal::cluster::share_config(rt, node, "app", *loaded);
+    config = std::move(*loaded);
+  } else if (args.count("--follow-config")) {
+    auto followed = postal::cluster::blocking_follow_config<app_settings>(rt, node, "app", args["--follow-config"]);
+    if (!followed) {
+      std::fprintf(stderr, "follow config: %s\n", followed.error().message.c_str());
+      return 1;
+    }
+    config = std::move(*followed);
+  }
+  if (config) node.publish("config", postal::spawn_actor<config_desk>(rt, postal::actor_options{}, *config));
   std::printf("port=%u\n", static_cast<unsigned>(node.port()));
   std::fflush(stdout);
   int signal = 0;

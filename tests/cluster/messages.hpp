@@ -3,6 +3,7 @@
 #pragma once
 
 #include <postal/actor.hpp>
+#include <postal/config_loader.hpp>
 
 #include <array>
 #include <cstdint>
@@ -180,6 +181,36 @@ auto inspect(Inspector& f, publish_news& x) {
   return f(x.first, x.count);
 }
 
+// A configuration shared across nodes ("app", cluster_node.cpp): its type, and a node's "config" actor that
+// reports what the node's handle of it holds.
+struct app_settings {
+  std::string greeting;
+  std::int64_t version = 0;
+  friend bool operator==(const app_settings&, const app_settings&) = default;
+};
+template <class Inspector>
+auto inspect(Inspector& f, app_settings& x) {
+  return f(x.greeting, x.version);
+}
+struct config_report {
+  app_settings value;
+  std::string error;  // the status's error, described; empty when the last load succeeded
+  std::uint64_t loads = 0;
+  std::uint64_t failures = 0;
+};
+template <class Inspector>
+auto inspect(Inspector& f, config_report& x) {
+  return f(x.value, x.error, x.loads, x.failures);
+}
+struct config_query {
+  using reply_type = config_report;
+};
+template <class Inspector>
+auto inspect(Inspector& f, config_query&) {
+  return f();
+}
+using config_message = std::variant<config_query>;
+
 // The same name as kv_message's, another message set: a node that publishes it under "kv" must be refused.
 struct other {
   int value = 0;
@@ -188,6 +219,11 @@ using other_message = std::variant<other>;
 template <class Inspector>
 auto inspect(Inspector& f, other& x) {
   return f(x.value);
+}
+
+inline void from_json(const nlohmann::json& j, app_settings& x) {
+  j.at("greeting").get_to(x.greeting);
+  j.at("version").get_to(x.version);
 }
 
 }  // namespace cluster_test

@@ -146,6 +146,18 @@ class config_actor : public actor<config_message> {
 };
 }  // namespace detail
 
+template <class T>
+class config_handle;
+
+namespace detail {
+// Makes a handle fed by something other than spawn_config (a cluster follower, postal/cluster/config.hpp).
+struct config_handle_access {
+  template <class T>
+  static config_handle<T> make(std::filesystem::path file, actor_ref<config_message> ref, watch::receiver<T> value,
+                               watch::receiver<config_status> status, std::shared_ptr<void> keep);
+};
+}  // namespace detail
+
 /// A running configuration: its value and status channels, and reload(). Cheap to copy. The actor and the
 /// file watch run while a copy of the handle exists; when the last one goes, they stop and the receivers'
 /// changed() reports closed (they can still read the last value).
@@ -184,6 +196,7 @@ class config_handle {
  private:
   template <class U>
   friend expected<config_handle<U>, config_error> spawn_config(runtime&, config_options<U>);
+  friend struct detail::config_handle_access;
 
   struct state {
     std::filesystem::path file;
@@ -191,6 +204,7 @@ class config_handle {
     watch::receiver<T> value;
     watch::receiver<config_status> status;
     std::unique_ptr<file_watch> watch;  // declared last: stopped first, before the ref goes
+    std::shared_ptr<void> keep{};       // what else the handle keeps alive (a follower's state)
   };
   explicit config_handle(std::shared_ptr<state> state) : state_(std::move(state)) {}
 
@@ -201,6 +215,15 @@ class config_handle {
 
   std::shared_ptr<state> state_;
 };
+
+template <class T>
+config_handle<T> detail::config_handle_access::make(std::filesystem::path file, actor_ref<config_message> ref,
+                                                    watch::receiver<T> value, watch::receiver<config_status> status,
+                                                    std::shared_ptr<void> keep) {
+  using state = typename config_handle<T>::state;
+  return config_handle<T>(std::make_shared<state>(
+      state{std::move(file), std::move(ref), std::move(value), std::move(status), nullptr, std::move(keep)}));
+}
 
 /// Loads `options.file` now and spawns the config actor that publishes it and follows the file. Fails with
 /// the load error if the first load fails and no fallback is given. Throws std::system_error if the file
@@ -231,7 +254,7 @@ expected<config_handle<T>, config_error> spawn_config(runtime& rt, config_option
   auto shared = std::make_shared<state>(state{
       status_rx.borrow()->file,
       spawn_actor<detail::config_actor<T>>(rt, actor_options{.mailbox_capacity = 16}, std::move(publisher)),
-      std::move(value_rx), std::move(status_rx), nullptr});
+      std::move(value_rx), std::move(status_rx), nullptr, nullptr});
   if (watch_file) {
     shared->watch = std::make_unique<file_watch>(
         shared->file,

@@ -4,6 +4,7 @@
 // message struct).
 #pragma once
 
+#include <postal/cluster/config.hpp>
 #include <postal/cluster/group.hpp>
 #include <postal/cluster/node.hpp>
 #include <postal/cluster/serialize.hpp>
