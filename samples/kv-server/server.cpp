@@ -27,115 +27,8 @@ namespace kv {
 
 namespace detail {
 
-using clock = std::chrono::steady_clock;
-
-// --- shards ------------------------------------------------------------------------------------------------
-
-enum class op { get, set, del, exists, incr };
-
-struct shard_reply {
-  std::string encoded;     // the RESP reply for a single-key command
-  std::int64_t count = 0;  // for DEL and EXISTS: how many keys (0 or 1), summed over shards by the connection
-};
-struct shard_op {
-  op what = op::get;
-  std::string key;
-  std::string value;
-  std::optional<std::chrono::milliseconds> ttl;
-};
-// The operations of one connection's batch that fall on one shard, answered together, in order.
-struct shard_request {
-  std::vector<shard_op> ops;
-  postal::responder<std::vector<shard_reply>> reply;
-};
-using shard_message = std::variant<shard_request>;
-
-// Owns the keys whose hash falls on it. Expired keys are removed when they are next touched.
-class shard : public postal::actor<shard_message> {
- public:
-  void handle(shard_request& request) {
-    std::vector<shard_reply> replies;
-    replies.reserve(request.ops.size());
-    for (shard_op& one : request.ops) replies.push_back(execute(one));
-    (void)request.reply.send(std::move(replies));
-  }
-
- private:
-  struct entry {
-    std::string value;
-    std::optional<clock::time_point> expires;
-  };
-
-  entry* find(const std::string& key) {
-    auto found = data_.find(key);
-    if (found == data_.end()) return nullptr;
-    if (found->second.expires && clock::now() >= *found->second.expires) {
-      data_.erase(found);
-      return nullptr;
-    }
-    return &found->second;
-  }
-
-  shard_reply execute(shard_op& request) {
-    shard_reply reply;
-    switch (request.what) {
-      case op::get:
-        if (entry* e = find(request.key))
-          postal::resp::append_bulk(reply.encoded, e->value);
-        else
-          postal::resp::append_null(reply.encoded);
-        break;
-      case op::set: {
-        std::optional<clock::time_point> expires;
-        if (request.ttl) expires = clock::now() + *request.ttl;
-        data_.insert_or_assign(std::move(request.key), entry{std::move(request.value), expires});
-        reply.encoded = "+OK\r\n";
-        break;
-      }
-      case op::del:
-        reply.count = find(request.key) ? 1 : 0;
-        data_.erase(request.key);
-        break;
-      case op::exists:
-        reply.count = find(request.key) ? 1 : 0;
-        break;
-      case op::incr: {
-        entry* e = find(request.key);
-        std::int64_t number = 0;
-        if (e) {
-          const std::string& text = e->value;
-          auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), number);
-          if (error != std::errc() || end != text.data() + text.size() || text.empty()) {
-            postal::resp::append_error(reply.encoded, "ERR value is not an integer or out of range");
-            break;
-          }
-        }
-        if (number == std::numeric_limits<std::int64_t>::max()) {
-          postal::resp::append_error(reply.encoded, "ERR increment or decrement would overflow");
-          break;
-        }
-        ++number;
-        if (e) {
-          e->value = std::to_string(number);
-        } else {
-          data_.emplace(request.key, entry{std::to_string(number), std::nullopt});
-        }
-        postal::resp::append_integer(reply.encoded, number);
-        break;
-      }
-    }
-    return reply;
-  }
-
-  std::unordered_map<std::string, entry> data_;
-};
-
 // --- connections -------------------------------------------------------------------------------------------
 
-struct published {  // a message on a pub/sub channel (the group's topic is the channel's name)
-  std::string channel;
-  std::string payload;
-};
 struct request_batch {  // the requests of one read, in order
   std::vector<std::vector<std::string>> requests;
   std::optional<std::string> protocol_error;  // after the requests: the rest of the input was not RESP
@@ -158,17 +51,23 @@ struct server::state {
   postal::runtime* rt = nullptr;
   server_options options;
   postal::net::tcp_listener listener;
-  std::vector<postal::actor_ref<shard_message>> shards;
+  std::shared_ptr<shard_table> table;
   postal::groups channels;
   std::atomic<std::size_t> connections{0};
   std::mutex open_lock;
   std::unordered_set<std::shared_ptr<postal::net::tcp_stream>> open;  // to close them when the server goes
   bool closing = false;                                                // guarded by open_lock
-
-  std::size_t shard_index(std::string_view key) const { return std::hash<std::string_view>{}(key) % shards.size(); }
 };
 
 namespace {
+
+// Publishes to this server's subscribers of the channel. Only channels somebody subscribed to exist as
+// topics: delivering creates nothing.
+std::size_t deliver_here(server::state& server, published message) {
+  if (!server.channels.contains(message.channel)) return 0;
+  auto topic = server.channels.topic<published>(message.channel);
+  return topic.publish(std::move(message));
+}
 
 // One client. Takes the request batches its reader parsed, in order: each request is answered at once (PING,
 // ECHO, errors) or by the shards; the replies are written in request order, one write per batch.
@@ -192,7 +91,8 @@ class connection : public postal::actor<connection_message> {
     };
     std::vector<slot> slots;
     slots.reserve(batch.requests.size());
-    std::vector<std::vector<shard_op>> per_shard(server_->shards.size());
+    const auto table = server_->table->snapshot();  // the owners of the keys, as they are now
+    std::vector<std::vector<shard_op>> per_shard(table->size());
     bool quit = false;
     for (auto& request : batch.requests) {
       if (quit) break;
@@ -202,19 +102,21 @@ class connection : public postal::actor<connection_message> {
         if (!subscriptions_.empty())
           subscribed_only(reply.ready, command);
         else
-          plan(command, request, reply.ready, reply.answers, reply.sum, per_shard);
+          plan(command, request, reply.ready, reply.answers, reply.sum, per_shard, table->size());
       } else {
         quit = answer_here(command, request, reply.ready);
       }
     }
-    // One message per shard, then the answers in order (each shard answers its batch in one vector).
+    // One message per shard, then the answers in order (each shard answers its batch in one vector). A
+    // shard that is unreachable, or ends before it answers, leaves its answers empty.
     std::vector<std::optional<postal::oneshot::receiver<std::vector<shard_reply>>>> waiting(per_shard.size());
     for (std::size_t i = 0; i < per_shard.size(); ++i) {
-      if (per_shard[i].empty()) continue;
+      if (per_shard[i].empty() || !(*table)[i].ref) continue;
       auto [reply, answer] = postal::oneshot::channel<std::vector<shard_reply>>();
       shard_request request{std::move(per_shard[i]), std::move(reply)};
       waiting[i].emplace(std::move(answer));
-      (void)co_await server_->shards[i].tell(std::move(request));  // waits for room: backpressure
+      auto shard = (*table)[i].ref;
+      (void)co_await shard.tell(std::move(request));  // waits for room: backpressure
     }
     std::vector<std::vector<shard_reply>> answers(per_shard.size());
     bool shards_gone = false;
@@ -223,8 +125,8 @@ class connection : public postal::actor<connection_message> {
       auto answer = co_await *waiting[i];
       if (answer)
         answers[i] = std::move(*answer);
-      else
-        shards_gone = true;  // a shard stopped: the server is going away
+      else if ((*table)[i].owner.empty())
+        shards_gone = true;  // one of this server's own shards stopped: the server is going away
     }
     std::string out;
     for (slot& reply : slots) {
@@ -233,10 +135,10 @@ class connection : public postal::actor<connection_message> {
         continue;
       }
       std::int64_t total = 0;
-      bool missing = false;
+      const std::string* missing = nullptr;  // the owner of a key whose answer is missing
       for (auto [shard_index, position] : reply.answers) {
         if (position >= answers[shard_index].size()) {
-          missing = true;
+          missing = &(*table)[shard_index].owner;
           break;
         }
         shard_reply& answer = answers[shard_index][position];
@@ -245,8 +147,10 @@ class connection : public postal::actor<connection_message> {
         else
           out += answer.encoded;
       }
-      if (missing)
+      if (missing && missing->empty())
         postal::resp::append_error(out, "ERR server shutting down");
+      else if (missing)
+        postal::resp::append_error(out, "CLUSTERDOWN the node that owns this key (" + *missing + ") is unreachable");
       else if (reply.sum)
         postal::resp::append_integer(out, total);
     }
@@ -297,9 +201,9 @@ class connection : public postal::actor<connection_message> {
   // arity error is the reply instead.
   void plan(const std::string& command, std::vector<std::string>& request, std::string& ready,
             std::vector<std::pair<std::size_t, std::size_t>>& answers, bool& sum,
-            std::vector<std::vector<shard_op>>& per_shard) {
+            std::vector<std::vector<shard_op>>& per_shard, std::size_t shards) {
     auto add = [&](shard_op one) {
-      const std::size_t index = server_->shard_index(one.key);
+      const std::size_t index = shard_table::index_of(one.key, shards);
       answers.emplace_back(index, per_shard[index].size());
       per_shard[index].push_back(std::move(one));
     };
@@ -313,13 +217,13 @@ class connection : public postal::actor<connection_message> {
       for (std::size_t i = 3; i < request.size(); ++i) {
         const std::string option = upper(request[i]);
         std::int64_t amount = 0;
-        if ((option == "EX" || option == "PX") && i + 1 < request.size() && !base.ttl) {
+        if ((option == "EX" || option == "PX") && i + 1 < request.size() && !base.ttl_ms) {
           const std::string& text = request[++i];
           auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), amount);
           if (error != std::errc() || end != text.data() + text.size() || amount <= 0 ||
               amount > std::int64_t{1} << 40)
             return postal::resp::append_error(ready, "ERR invalid expire time in 'set' command");
-          base.ttl = std::chrono::milliseconds(option == "EX" ? amount * 1000 : amount);
+          base.ttl_ms = option == "EX" ? amount * 1000 : amount;
         } else {
           return postal::resp::append_error(ready, "ERR syntax error");
         }
@@ -384,12 +288,21 @@ class connection : public postal::actor<connection_message> {
         wrong_arity(out, command);
       } else {
         std::int64_t receivers = 0;
-        // Only channels somebody subscribed to exist as topics: publishing creates nothing.
-        if (server_->channels.contains(request[1]))
-          receivers = static_cast<std::int64_t>(
-              server_->channels.topic<published>(request[1]).publish(published{request[1], std::move(request[2])}));
+        if (server_->options.publish) {
+          // Handed on (the cluster sample's group): the reply counts this server's subscribers, as a Redis
+          // Cluster node does.
+          if (server_->channels.contains(request[1]))
+            receivers = static_cast<std::int64_t>(server_->channels.topic<published>(request[1]).stats().subscribers);
+          server_->options.publish(published{request[1], std::move(request[2])});
+        } else {
+          receivers = static_cast<std::int64_t>(deliver_here(*server_, published{request[1], std::move(request[2])}));
+        }
         postal::resp::append_integer(out, receivers);
       }
+    } else if (command == "INFO") {
+      std::string text = "# Server\r\nserver:postal kv-server\r\n";
+      if (server_->options.info) text += server_->options.info();
+      postal::resp::append_bulk(out, text);
     } else if (command == "CONFIG") {
       out += "*0\r\n";  // redis-benchmark asks for a couple of settings; there are none to report
     } else {
@@ -478,16 +391,21 @@ postal::task<void> accept_connections(std::shared_ptr<server::state> server) {
 }  // namespace
 
 server::server(postal::runtime& rt, server_options options) : state_(std::make_shared<state>()) {
-  if (options.shards == 0) throw std::invalid_argument("kv::server: at least one shard");
+  if (options.shards == 0 && !options.table) throw std::invalid_argument("kv::server: at least one shard");
   auto listener = postal::net::tcp_listener::bind(options.host, options.port);
   if (!listener)
     throw std::system_error(listener.error(), "kv-server: cannot listen on " + options.host + ":" +
                                                   std::to_string(options.port));
   state_->rt = &rt;
   state_->listener = std::move(*listener);
-  for (std::size_t i = 0; i < options.shards; ++i)
-    state_->shards.push_back(
-        postal::spawn_actor<shard>(rt, postal::actor_options{.mailbox_capacity = options.shard_mailbox}));
+  if (options.table) {
+    state_->table = options.table;
+  } else {
+    shard_table::entries own;
+    for (std::size_t i = 0; i < options.shards; ++i)
+      own.push_back({postal::spawn_actor<shard>(rt, postal::actor_options{.mailbox_capacity = options.shard_mailbox}), {}});
+    state_->table = std::make_shared<shard_table>(std::move(own));
+  }
   state_->options = std::move(options);
   rt.spawn_detached(accept_connections(state_));
 }
@@ -498,6 +416,8 @@ server::~server() {
   state_->closing = true;
   for (auto& stream : state_->open) stream->close();
 }
+
+std::size_t server::deliver(published message) { return deliver_here(*state_, std::move(message)); }
 
 std::uint16_t server::port() const noexcept { return state_->listener.port(); }
 std::size_t server::connections() const noexcept { return state_->connections.load(std::memory_order_relaxed); }
