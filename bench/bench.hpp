@@ -41,9 +41,10 @@ inline double seconds_since(clock::time_point start) {
   return std::chrono::duration<double>(clock::now() - start).count();
 }
 
-/// A scenario file may make this program serve as another process (the cluster scenarios' second node):
-/// main() calls it first; it returns the exit code, or -1 when the arguments are not its own.
-std::function<int(int, char**)>& serve_hook();
+/// A scenario file may make this program serve as another process (the cluster scenarios' other nodes): it
+/// adds a hook, and main() calls each first; a hook returns the exit code, or -1 when the arguments are not
+/// its own.
+std::vector<std::function<int(int, char**)>>& serve_hooks();
 /// This program's path, to start it again as that second process.
 std::string program_path();
 

@@ -13,10 +13,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,8 +29,8 @@
 #include <vector>
 
 #include "bench.hpp"
+#include "process.hpp"
 
-extern char** environ;
 
 namespace {
 
@@ -160,59 +157,12 @@ int serve_node(const std::string& kind) {
 }
 
 const bool serve_hook = [] {
-  bench::serve_hook() = [](int argc, char** argv) -> int {
+  bench::serve_hooks().push_back([](int argc, char** argv) -> int {
     if (argc >= 3 && std::strcmp(argv[1], "--serve-node") == 0) return serve_node(argv[2]);
     return -1;
-  };
+  });
   return true;
 }();
-
-// The serving process, started by this one and always stopped by pid.
-class server_process {
- public:
-  explicit server_process(const std::string& kind) {
-    int to_child[2], from_child[2];
-    if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0) bench::fail("pipe");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
-    std::string self = bench::program_path(), flag = "--serve-node", role = kind;
-    char* argv[] = {self.data(), flag.data(), role.data(), nullptr};
-    if (posix_spawn(&pid_, self.c_str(), &actions, nullptr, argv, environ) != 0) bench::fail("cannot start the serving node");
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(to_child[0]);
-    ::close(from_child[1]);
-    stdin_ = to_child[1];
-    FILE* out = ::fdopen(from_child[0], "r");
-    char line[128];
-    while (port_ == 0 && std::fgets(line, sizeof line, out) != nullptr) {
-      unsigned port = 0;
-      if (std::sscanf(line, "port=%u", &port) == 1) port_ = static_cast<std::uint16_t>(port);
-    }
-    std::fclose(out);
-    if (port_ == 0) bench::fail("the serving node did not start");
-  }
-  ~server_process() {
-    ::close(stdin_);
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  std::uint16_t port() const noexcept { return port_; }
-  // Its resident memory at its peak, in MB.
-  double peak_mb() const {
-    std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
-    std::string line;
-    while (std::getline(status, line))
-      if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024;
-    return 0;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int stdin_ = -1;
-  std::uint16_t port_ = 0;
-};
 
 double own_resident_mb() {
   std::ifstream status("/proc/self/status");
@@ -232,7 +182,7 @@ std::string percentiles(std::vector<double>& micros) {
 
 // A postal node connected to a fresh serving process.
 struct postal_client {
-  server_process server{"postal"};
+  bench::node_process server{{"--serve-node", "postal"}};
   postal::runtime rt{postal::cluster::enable({.workers = bench::workers()})};
   postal::cluster::node node{rt, {.name = "bench-client", .cookie = cookie}};
   postal::cluster::peer peer = [this] {
@@ -280,7 +230,7 @@ struct caf_client_config : caf::actor_system_config {
 };
 
 const bench::scenario remote_tell_caf("remote_tell_caf", [] {
-  server_process server("caf");
+  bench::node_process server({"--serve-node", "caf"});
   caf_client_config config;
   caf::actor_system system{config};
   auto sink = system.middleman().remote_actor("127.0.0.1", server.port());
@@ -322,7 +272,7 @@ const bench::scenario remote_ask("remote_ask", [] {
 });
 
 const bench::scenario remote_ask_caf("remote_ask_caf", [] {
-  server_process server("caf");
+  bench::node_process server({"--serve-node", "caf"});
   caf_client_config config;
   caf::actor_system system{config};
   auto target = system.middleman().remote_actor("127.0.0.1", server.port());

@@ -30,9 +30,9 @@ void fail(const std::string& what) {
   std::_Exit(1);
 }
 
-std::function<int(int, char**)>& serve_hook() {
-  static std::function<int(int, char**)> hook;
-  return hook;
+std::vector<std::function<int(int, char**)>>& serve_hooks() {
+  static std::vector<std::function<int(int, char**)>> hooks;
+  return hooks;
 }
 
 std::string program_path() {
@@ -69,9 +69,8 @@ void run(const std::string& name, const std::function<bench::outcome()>& scenari
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (auto& serve = bench::serve_hook()) {
+  for (auto& serve : bench::serve_hooks())
     if (const int code = serve(argc, argv); code >= 0) return code;
-  }
   std::string which = argc > 1 ? argv[1] : "all";
   int runs = argc > 2 ? std::atoi(argv[2]) : 3;
   auto& scenarios = bench::registry();
