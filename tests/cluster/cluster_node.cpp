@@ -1,13 +1,15 @@
 // A node for the cluster tests, run as a process of its own: it publishes a key-value actor as "kv", a
 // consumer as "sink" (slowed down by --sink-delay-us), a counter as "counter" and a relay (which keeps a ref
-// it is sent and uses it) as "relay" and its view of the cluster as "members", joins the cluster through
-// --seeds (host:port,...), makes the cluster topic "news" (capacity --news-capacity) with two member actors
-// (slowed down by --news-delay-us) reported by its "news" actor, shares the configuration "app" from
-// --config-file or follows it from the node --follow-config names (reported by its "config" actor), prints "port=<n>" once it listens, and runs until SIGTERM (it leaves the cluster
-// and exits 0) or SIGKILL.
+// it is sent and uses it) as "relay" and its view of the cluster as "members"; it makes the cluster topic
+// "news" (capacity --news-capacity) with two member actors (slowed down by --news-delay-us) reported by its
+// "news" actor; it shares the configuration "app" from --config-file or follows it from the node
+// --follow-config names (reported by its "config" actor). It joins the cluster through --seeds
+// (host:port,...) or through a Redis registry (--registry-port), prints "port=<n>" once it listens, and runs
+// until SIGTERM (it leaves the cluster and exits 0) or SIGKILL.
 // usage: cluster-test-node --cookie C [--port P] [--name N] [--sink-delay-us D] [--heartbeat-ms H]
 //                          [--timeout-ms T] [--seeds host:port,...] [--news-capacity C] [--news-delay-us D]
 //                          [--config-file F | --follow-config SOURCE-NODE-NAME]
+//                          [--registry-port REDIS-PORT [--registry-ttl-ms T]]
 #include "messages.hpp"
 
 #include <postal/actor.hpp>
@@ -254,6 +256,19 @@ int main(int argc, char** argv) {
                                              rt, postal::actor_options{.mailbox_capacity = 16}, tallies, i,
                                              std::chrono::microseconds(number("--news-delay-us", 0)))));
   node.publish("news", postal::spawn_actor<news_desk>(rt, postal::actor_options{}, tallies, topic, node.name()));
+  // Discovery through a Redis registry at 127.0.0.1:--registry-port (TTL --registry-ttl-ms), instead of seeds.
+  std::optional<postal::cluster::redis_registry> registry;
+  if (args.count("--registry-port")) {
+    auto redis = postal::redis::spawn_connection_manager(
+        rt, {.host = "127.0.0.1", .port = static_cast<std::uint16_t>(number("--registry-port", 0))});
+    registry.emplace(rt, redis,
+                     postal::cluster::redis_registry_options{
+                         .cluster = "tests", .ttl = std::chrono::milliseconds(number("--registry-ttl-ms", 10'000))});
+    if (auto joined = postal::cluster::blocking_join(rt, node, *registry); !joined) {
+      std::fprintf(stderr, "join through the registry failed: %s\n", joined.error().message.c_str());
+      return 1;
+    }
+  }
   if (args.count("--seeds")) {
     std::vector<std::string> seeds;
     const std::string list = args["--seeds"];

@@ -1642,6 +1642,7 @@ node::~node() {
   });
 }
 
+std::string node::address() const { return core_->host + ":" + std::to_string(core_->port); }
 std::uint16_t node::port() const noexcept { return core_->port; }
 const std::string& node::name() const noexcept { return options_.name; }
 std::string node::id() const { return caf::to_string(runtime_.system().node()); }

@@ -2,7 +2,8 @@
 // (127.0.0.1 and a free port by default), connects to other nodes directly, publishes actors under names and
 // looks up the actors other nodes published, as actor_ref<Message> values that work as local refs do, and
 // joins a cluster through seeds, keeping a view of its members as a watch channel.
-// Not for: discovery beyond a seed list, groups and configuration across nodes.
+// Groups and configuration across nodes are in group.hpp and config.hpp; finding seeds (a static list, or a
+// Redis registry) in discovery.hpp.
 //
 // CAF's network layer (the middleman and its BASP protocol) carries every message between nodes. On top of
 // it postal adds: a cookie challenge before a peer reaches any actor, flow control per remote ref (a window
@@ -168,6 +169,8 @@ class node {
 
   /// The port this node listens on.
   std::uint16_t port() const noexcept;
+  /// Where other nodes reach this one, "host:port" (the advertised address, see node_options).
+  std::string address() const;
   const std::string& name() const noexcept;
   /// The options this node runs with: the code's, with what the environment and CAF's configuration set.
   const node_options& options() const noexcept { return options_; }
