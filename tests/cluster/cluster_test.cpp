@@ -482,6 +482,26 @@ TEST_CASE("a killed member is down in every view, one that left is left, and a r
   CHECK(final_view.members.size() == 4);  // the restarted c replaced its old entry
 }
 
+TEST_CASE("a frozen member that resumes is up again in every view, and reachable again", "[cluster][membership][failure]") {
+  node_process a({"--name", "a"});
+  node_process b({"--name", "b", "--seeds", address_of(a)});
+  local_node here;
+  REQUIRE(here.node.blocking_join({address_of(a)}));
+  REQUIRE(view_reaches(here.node, [](const cluster_view& view) { return exactly_up(view, {"a", "b", "tester"}); }));
+  b.process->signal(SIGSTOP);
+  REQUIRE(view_reaches(here.node, [](const cluster_view& view) { return has_status(view, "b", member::status_type::down); }));
+  b.process->signal(SIGCONT);  // as after a long pause, or a partition that healed: nobody restarts anything
+  CHECK(view_reaches(here.node, [](const cluster_view& view) { return exactly_up(view, {"a", "b", "tester"}); }));
+  auto b_members = members_of(here, b);
+  CHECK(remote_view_lists(b_members, "tester=up"));
+  CHECK(remote_view_lists(b_members, "a=up"));
+  auto at = must(here.node.blocking_connect("127.0.0.1", b.port));
+  auto kv = must(here.node.blocking_lookup<kv_message>(at, "kv"));
+  auto sum = kv.blocking_ask(add{1, 2});
+  REQUIRE(sum);
+  CHECK(*sum == 3);
+}
+
 // -- TLS ----------------------------------------------------------------------------------------------------
 
 namespace {

@@ -61,6 +61,9 @@ using broken_atom = caf::atom_constant<caf::atom("pc_broken")>;
 using join_atom = caf::atom_constant<caf::atom("pc_join")>;
 using member_atom = caf::atom_constant<caf::atom("pc_member")>;
 using leave_atom = caf::atom_constant<caf::atom("pc_leave")>;
+using heal_atom = caf::atom_constant<caf::atom("pc_heal")>;
+// How often a node tries to join again through the members it sees down.
+constexpr std::chrono::seconds heal_interval{1};
 
 // -- the cookie challenge ----------------------------------------------------------------------------------
 
@@ -871,6 +874,7 @@ void tell_members(endpoint_actor* self, const caf::node_id& except);
 using join_done = std::function<void(expected<void, cluster_error>)>;
 void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::string host, std::uint16_t port,
                   join_done done);
+void heal(endpoint_actor* self);
 
 // A peer is gone (its connection broke, it stopped answering heartbeats, or it left): every link to it
 // ends with node_down, every inbound from it is dropped.
@@ -906,7 +910,12 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
   self->set_down_handler([self](caf::down_msg& down) {
     peer_down(self, down.source.node(), caf::to_string(down.reason));
   });
+  self->delayed_send(self, heal_interval, heal_atom::value);
   return {
+      [self](heal_atom) {
+        heal(self);
+        self->delayed_send(self, heal_interval, heal_atom::value);
+      },
       [self](endpoint_command& command) { command.run(self); },
       // -- the cookie challenge, serving side: (0, "", name, our nonce, our proof, data port, host, port) or a
       // refusal (1, why) --
@@ -1372,6 +1381,22 @@ void join_through(endpoint_actor* self, std::shared_ptr<node_core> core, std::st
             },
             [address, finish](caf::error& failure) { finish(unexpected{from_caf(failure, "join through " + address)}); });
   });
+}
+
+// Joins again through each member that is down (not one that left), in case it is back (a partition that
+// healed, a frozen process that resumed, a process restarted at the same address). Of two members, the one
+// with the smaller id dials, as for members learned of; an address already being joined through is skipped.
+void heal(endpoint_actor* self) {
+  auto& core = self->state.core;
+  std::vector<member> down;
+  {
+    auto view = core->view->borrow();
+    for (const auto& entry : view->members)
+      if (entry.status == member::status_type::down && core->id < entry.id) down.push_back(entry);
+  }
+  for (const auto& entry : down)
+    if (!self->state.introducing.contains(entry.host + ":" + std::to_string(entry.port)))
+      join_through(self, core, entry.host, entry.port, nullptr);
 }
 
 // Tries the seeds in order until one lets this node join.
