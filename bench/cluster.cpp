@@ -136,11 +136,7 @@ int serve_node(const std::string& kind) {
     auto sink = system.spawn(caf_sink);
     auto port = system.middleman().publish(sink, 0, "127.0.0.1");
     if (!port) return 1;
-    std::printf("port=%u\n", static_cast<unsigned>(*port));
-    std::fflush(stdout);
-    char byte;
-    while (::read(STDIN_FILENO, &byte, 1) > 0) {
-    }
+    bench::report_port_and_serve(*port);
     caf::anon_send_exit(sink, caf::exit_reason::user_shutdown);
     return 0;
   }
@@ -148,11 +144,7 @@ int serve_node(const std::string& kind) {
   postal::cluster::node node(rt, {.name = "bench-server", .cookie = cookie});
   node.publish("sink", postal::spawn_actor<counting_sink>(rt, postal::actor_options{}));
   node.publish("echo", postal::spawn_actor<echo>(rt, postal::actor_options{}));
-  std::printf("port=%u\n", static_cast<unsigned>(node.port()));
-  std::fflush(stdout);
-  char byte;
-  while (::read(STDIN_FILENO, &byte, 1) > 0) {
-  }
+  bench::report_port_and_serve(node.port());
   return 0;
 }
 

@@ -237,11 +237,7 @@ int serve_member(const std::string& name, std::uint16_t seed, bool follow) {
     for (std::size_t w = 0; w < watchers_per_node; ++w) rt.spawn_detached(watch_generations(config->subscribe(), watchers));
   }
   node.publish("probe", postal::spawn_actor<probe>(rt, postal::actor_options{}, fanout, watchers, node.view()));
-  std::printf("port=%u\n", static_cast<unsigned>(node.port()));
-  std::fflush(stdout);
-  char byte;
-  while (::read(STDIN_FILENO, &byte, 1) > 0) {
-  }
+  bench::report_port_and_serve(node.port());
   return 0;
 }
 

@@ -23,6 +23,16 @@ extern char** environ;
 
 namespace bench {
 
+/// In a node process: says "port=<port>" to the process that started it, then serves until that process
+/// closes this one's standard input (or ends).
+inline void report_port_and_serve(std::uint16_t port) {
+  std::printf("port=%u\n", static_cast<unsigned>(port));
+  std::fflush(stdout);
+  char byte;
+  while (::read(STDIN_FILENO, &byte, 1) > 0) {
+  }
+}
+
 class node_process {
  public:
   explicit node_process(std::vector<std::string> args) {
