@@ -64,6 +64,7 @@ void groups_core::add_topic(const std::string& name, std::string signature, std:
 void groups_core::on_hello(const topic_hello& hello) {
   forward_fn start;
   std::string signature;
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
   {
     std::lock_guard guard(lock_);
     if (stopped_) return;
@@ -77,22 +78,26 @@ void groups_core::on_hello(const topic_hello& hello) {
                    describe_signature(entry.signature).c_str());
       return;
     }
-    if (!entry.linked.emplace(hello.from_id, true).second) return;  // already forwarding there
+    if (!entry.linked.emplace(hello.from_id, cancelled).second) return;  // already forwarding there
     entry.counters->nodes.fetch_add(1, std::memory_order_relaxed);
     start = entry.start;
     signature = entry.signature;
   }
   peer from{hello.from_name, hello.from_id};
-  start(from);
+  start(from, cancelled);
   // The sender may not know yet that this node has the topic (it made it after this node said so).
   rt_.spawn_detached(say_hello(shared_from_this(), from, {hello_for(hello.topic, signature)}));
 }
 
-void groups_core::forwarder_ended(const std::string& topic, const std::string& node_id) {
+void groups_core::forwarder_ended(const std::string& topic, const std::string& node_id, const cancel_flag& cancelled) {
   std::lock_guard guard(lock_);
   auto found = topics_.find(topic);
   if (found == topics_.end()) return;
-  if (found->second.linked.erase(node_id) > 0) found->second.counters->nodes.fetch_sub(1, std::memory_order_relaxed);
+  auto& linked = found->second.linked;
+  auto entry = linked.find(node_id);
+  if (entry == linked.end() || entry->second != cancelled) return;  // already unlinked, or a newer task's
+  linked.erase(entry);
+  found->second.counters->nodes.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void groups_core::seen(const cluster_view& view) {
@@ -108,8 +113,19 @@ void groups_core::seen(const cluster_view& view) {
       for (const auto& [name, topic] : topics_) hellos.push_back(hello_for(name, topic.signature));
       if (!hellos.empty()) to_greet.emplace_back(peer{entry.name, entry.id}, std::move(hellos));
     }
-    for (const auto& entry : view.members)
-      if (entry.status != member::status_type::up) greeted_.erase(entry.id);
+    // A member down or gone: it is greeted again if it comes back (a healed partition keeps its id), and its
+    // forwarding tasks end at their next message, unlinked now so that stats() says so at once.
+    for (const auto& entry : view.members) {
+      if (entry.status == member::status_type::up) continue;
+      greeted_.erase(entry.id);
+      for (auto& [name, topic] : topics_) {
+        auto linked = topic.linked.find(entry.id);
+        if (linked == topic.linked.end()) continue;
+        linked->second->store(true, std::memory_order_release);
+        topic.linked.erase(linked);
+        topic.counters->nodes.fetch_sub(1, std::memory_order_relaxed);
+      }
+    }
   }
   for (auto& [to, hellos] : to_greet) rt_.spawn_detached(say_hello(shared_from_this(), to, std::move(hellos)));
 }

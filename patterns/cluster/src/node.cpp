@@ -1036,6 +1036,13 @@ caf::behavior endpoint(endpoint_actor* self, std::shared_ptr<node_core> core) {
 // comparison); `done` gets the peer or why not. A handshake already under way with that node is joined.
 void start_connect(endpoint_actor* self, std::shared_ptr<node_core> core, std::string host, std::uint16_t port,
                    connect_done done) {
+  // A peer already admitted at that address (it may have dialled this node): the same peer. CAF would open
+  // a second connection to it, which the other side drops, and the connect would end in a timeout.
+  for (auto& [node, entry] : self->state.peers)
+    if (entry.admitted && entry.info.host == host && entry.info.port == port) {
+      done(peer{entry.info.name, caf::to_string(node)});
+      return;
+    }
   const auto timeout = caf::duration{core->options().request_timeout};
   auto answer = std::make_shared<connect_done>(std::move(done));
   self->request(core->connector(), timeout, caf::connect_atom::value, host, port)

@@ -78,8 +78,10 @@ struct topic_counters {
 // What the registry keeps of every topic without knowing its type (src/groups.cpp).
 class groups_core : public std::enable_shared_from_this<groups_core> {
  public:
+  // Set when a forwarding task must end (its member went down or left): it ends at its next message.
+  using cancel_flag = std::shared_ptr<std::atomic<bool>>;
   // Starts forwarding the topic's publishes to `to`; the task calls forwarder_ended when it ends.
-  using forward_fn = std::function<void(const peer& to)>;
+  using forward_fn = std::function<void(const peer& to, cancel_flag cancelled)>;
 
   groups_core(runtime& rt, node& n) : rt_(rt), node_(n) {}
   // Publishes the directory and follows the view (tells members that come up which topics this node has).
@@ -90,7 +92,7 @@ class groups_core : public std::enable_shared_from_this<groups_core> {
   void add_topic(const std::string& name, std::string signature, std::shared_ptr<topic_counters> counters,
                  forward_fn start, std::function<void()> stop_relay);
   void on_hello(const topic_hello& hello);
-  void forwarder_ended(const std::string& topic, const std::string& node_id);
+  void forwarder_ended(const std::string& topic, const std::string& node_id, const cancel_flag& cancelled);
   runtime& rt() noexcept { return rt_; }
   node& owner() noexcept { return node_; }
 
@@ -100,7 +102,7 @@ class groups_core : public std::enable_shared_from_this<groups_core> {
     std::shared_ptr<topic_counters> counters;
     forward_fn start;
     std::function<void()> stop_relay;
-    std::map<std::string, bool> linked;  // node ids this topic is forwarded to
+    std::map<std::string, cancel_flag> linked;  // node ids this topic is forwarded to, with their tasks' flags
   };
   static task<void> follow_view(std::weak_ptr<groups_core> self, watch::receiver<cluster_view> view);
   static task<void> say_hello(std::shared_ptr<groups_core> self, peer to, std::vector<topic_hello> hellos);
@@ -202,12 +204,12 @@ class groups {
     std::weak_ptr<detail::groups_core> core = core_;
     core_->add_topic(
         std::string(name), detail::signature<std::variant<T>>(), state->counters,
-        [weak, core, topic_name = std::string(name)](const peer& to) {
+        [weak, core, topic_name = std::string(name)](const peer& to, detail::groups_core::cancel_flag cancelled) {
           auto alive = weak.lock();
           auto registry = core.lock();
           if (!alive || !registry) return;
           registry->rt().spawn_detached(
-              forward<T>(registry, alive->outbox.subscribe(), alive->counters, to, topic_name));
+              forward<T>(registry, alive->outbox.subscribe(), alive->counters, to, topic_name, std::move(cancelled)));
         },
         [relay]() mutable { relay.kill(); });
     return cluster::topic<T>(std::move(state));
@@ -216,15 +218,17 @@ class groups {
   postal::groups& local() noexcept { return local_; }
 
  private:
-  // Carries this node's publishes to one member's relay until a tell fails (the member is gone) or the
-  // topic is.
+  // Carries this node's publishes to one member's relay until the member is seen down or left, a tell
+  // fails (the member is gone), or the topic is.
   template <class T>
   static task<void> forward(std::shared_ptr<detail::groups_core> core, broadcast::receiver<T> outbox,
-                            std::shared_ptr<detail::topic_counters> counters, peer to, std::string topic_name) {
+                            std::shared_ptr<detail::topic_counters> counters, peer to, std::string topic_name,
+                            detail::groups_core::cancel_flag cancelled) {
     auto relay = co_await core->owner().lookup<std::variant<T>>(to, "postal.topic." + topic_name);
     if (relay) {
       for (;;) {
         auto next = co_await outbox.recv();
+        if (cancelled->load(std::memory_order_acquire)) break;
         if (next) {
           if (!co_await relay->tell(std::move(*next))) break;
         } else if (next.error().is_lagged()) {
@@ -234,7 +238,7 @@ class groups {
         }
       }
     }
-    core->forwarder_ended(topic_name, to.id);
+    core->forwarder_ended(topic_name, to.id, cancelled);
   }
 
   std::shared_ptr<detail::groups_core> core_;
