@@ -1,6 +1,7 @@
 // Tests of discovery (postal/cluster/discovery.hpp) against a real redis-server on 127.0.0.1: nodes find
 // each other through the Redis registry; a live node's key is refreshed; a killed node drops out of the
-// registry after its TTL, a node that leaves at once; a registry that cannot be reached fails the join.
+// registry after its TTL, a node that leaves at once; a registry that cannot be reached fails the join; a
+// static seed list joins through its seeds.
 #include "support.hpp"
 
 #include <postal/cluster.hpp>
@@ -93,4 +94,15 @@ TEST_CASE("a Redis registry that cannot be reached fails the join with unreachab
   CHECK(joined.error().kind == cluster_error::kind_type::unreachable);
   CHECK(joined.error().message.find("Redis registry") != std::string::npos);
   CHECK_THROWS_AS(postal::cluster::redis_registry(here.rt, redis, {.cluster = ""}), std::invalid_argument);
+}
+
+TEST_CASE("a static seed list joins through its seeds; the same list on every node, its own address included",
+          "[cluster][discovery]") {
+  node_process a({"--name", "a"});
+  local_node here;
+  const std::string own = here.node.address();
+  postal::cluster::static_seeds seeds({own, address_of(a)});
+  REQUIRE(postal::cluster::blocking_join(here.rt, here.node, seeds));
+  CHECK(view_reaches(here.node, [](const cluster_view& view) { return exactly_up(view, {"a", "tester"}); }));
+  CHECK(here.node.address() == "127.0.0.1:" + std::to_string(here.node.port()));
 }
