@@ -93,6 +93,7 @@ TEST_CASE("a Redis registry that cannot be reached fails the join with unreachab
   REQUIRE_FALSE(joined);
   CHECK(joined.error().kind == cluster_error::kind_type::unreachable);
   CHECK(joined.error().message.find("Redis registry") != std::string::npos);
+  CHECK(to_string(joined.error()) == "cluster: unreachable: " + joined.error().message);  // printable, as every error
   CHECK_THROWS_AS(postal::cluster::redis_registry(here.rt, redis, {.cluster = ""}), std::invalid_argument);
 }
 

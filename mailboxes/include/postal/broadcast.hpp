@@ -21,11 +21,13 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <iosfwd>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -79,6 +81,26 @@ struct try_recv_error {
   bool is_closed() const noexcept { return kind == try_recv_error_kind::closed; }
   friend bool operator==(const try_recv_error&, const try_recv_error&) noexcept = default;
 };
+
+// Printing, as every postal error: to_string(e), and operator<< writing the same.
+inline std::string to_string(const recv_error& error) {
+  if (error.is_lagged()) return "lagged: " + std::to_string(error.missed) + " values were missed";
+  return "the channel is closed and every value was taken";
+}
+inline std::string to_string(const try_recv_error& error) {
+  if (error.is_empty()) return "nothing new yet";
+  return to_string(error.is_lagged() ? recv_error::lagged(error.missed) : recv_error::closed());
+}
+template <class T>
+std::string to_string(const send_error<T>&) {
+  return "no receiver";
+}
+inline std::ostream& operator<<(std::ostream& out, const recv_error& error) { return out << to_string(error); }
+inline std::ostream& operator<<(std::ostream& out, const try_recv_error& error) { return out << to_string(error); }
+template <class T>
+std::ostream& operator<<(std::ostream& out, const send_error<T>& error) {
+  return out << to_string(error);
+}
 
 template <class T>
 class sender;

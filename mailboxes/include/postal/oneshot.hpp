@@ -13,9 +13,11 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <iosfwd>
 #include <memory>
 #include <new>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -56,6 +58,20 @@ enum class try_recv_error {
   empty,   // nothing sent yet, and the sender may still send
   closed,  // nothing will arrive: the sender is gone, the receiver was closed, or the value was already taken
 };
+
+// Printing, as every postal error: to_string(e), and operator<< writing the same.
+inline std::string to_string(const recv_error&) {
+  return "no value will arrive (the sender is gone, the receiver was closed, or the value was taken)";
+}
+inline std::string to_string(const recv_timeout_error& error) {
+  return error.is_timeout() ? "no value before the deadline" : to_string(recv_error{});
+}
+inline std::string to_string(try_recv_error error) {
+  return error == try_recv_error::empty ? "no value yet" : to_string(recv_error{});
+}
+inline std::ostream& operator<<(std::ostream& out, const recv_error& error) { return out << to_string(error); }
+inline std::ostream& operator<<(std::ostream& out, const recv_timeout_error& error) { return out << to_string(error); }
+inline std::ostream& operator<<(std::ostream& out, try_recv_error error) { return out << to_string(error); }
 
 template <class T>
 class sender;

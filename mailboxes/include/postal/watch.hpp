@@ -18,11 +18,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <iosfwd>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
 #include <shared_mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -41,6 +43,18 @@ template <class T>
 struct send_error {
   T value;
 };
+
+// Printing, as every postal error: to_string(e), and operator<< writing the same.
+inline std::string to_string(const recv_error&) { return "every sender is gone"; }
+template <class T>
+std::string to_string(const send_error<T>&) {
+  return "no receiver";
+}
+inline std::ostream& operator<<(std::ostream& out, const recv_error& error) { return out << to_string(error); }
+template <class T>
+std::ostream& operator<<(std::ostream& out, const send_error<T>& error) {
+  return out << to_string(error);
+}
 
 template <class T>
 class sender;

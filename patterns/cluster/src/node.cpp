@@ -1674,6 +1674,20 @@ node::~node() {
   });
 }
 
+std::string to_string(const cluster_error& error) {
+  const char* kind = "not connected";
+  switch (error.kind) {
+    case cluster_error::kind_type::unreachable: kind = "unreachable"; break;
+    case cluster_error::kind_type::refused: kind = "refused"; break;
+    case cluster_error::kind_type::no_such_actor: kind = "no such actor"; break;
+    case cluster_error::kind_type::type_mismatch: kind = "type mismatch"; break;
+    case cluster_error::kind_type::node_down: kind = "node down"; break;
+    case cluster_error::kind_type::timeout: kind = "timeout"; break;
+    case cluster_error::kind_type::not_connected: kind = "not connected"; break;
+  }
+  return std::string("cluster: ") + kind + (error.message.empty() ? "" : ": " + error.message);
+}
+
 std::string node::address() const { return core_->host + ":" + std::to_string(core_->port); }
 std::uint16_t node::port() const noexcept { return core_->port; }
 const std::string& node::name() const noexcept { return options_.name; }

@@ -27,6 +27,7 @@
 #include <exception>
 #include <filesystem>
 #include <functional>
+#include <iosfwd>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -59,6 +60,9 @@ struct config_error {
   std::string describe() const;
   friend bool operator==(const config_error&, const config_error&) = default;
 };
+// Printing, as every postal error: describe()'s line.
+inline std::string to_string(const config_error& error) { return error.describe(); }
+inline std::ostream& operator<<(std::ostream& out, const config_error& error) { return out << error.describe(); }
 
 /// What a validator returns to reject a value: the JSON pointer of the offending field (may be empty)
 /// and why. The loader turns it into a config_error of kind invalid, with the line of that field.

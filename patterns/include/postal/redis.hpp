@@ -36,6 +36,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <iosfwd>
 #include <memory>
 #include <optional>
 #include <string>
@@ -59,6 +60,21 @@ struct error {
   std::string message;
   friend bool operator==(const error&, const error&) = default;
 };
+
+// Printing, as every postal error: "redis: <kind>: <message>".
+inline std::string to_string(const error& failure) {
+  const char* kind = "stopped";
+  switch (failure.kind) {
+    case error::kind_type::not_connected: kind = "not connected"; break;
+    case error::kind_type::connection_lost: kind = "connection lost"; break;
+    case error::kind_type::timeout: kind = "timeout"; break;
+    case error::kind_type::protocol: kind = "protocol error"; break;
+    case error::kind_type::server: kind = "server error"; break;
+    case error::kind_type::stopped: kind = "stopped"; break;
+  }
+  return std::string("redis: ") + kind + (failure.message.empty() ? "" : ": " + failure.message);
+}
+inline std::ostream& operator<<(std::ostream& out, const error& failure) { return out << to_string(failure); }
 
 template <class T>
 using result = expected<T, error>;

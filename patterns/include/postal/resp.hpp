@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <iosfwd>
 #include <optional>
 #include <span>
 #include <string>
@@ -58,6 +59,9 @@ struct protocol_error {
   std::string reason;
   friend bool operator==(const protocol_error&, const protocol_error&) = default;
 };
+// Printing, as every postal error.
+inline std::string to_string(const protocol_error& error) { return "RESP protocol error: " + error.reason; }
+inline std::ostream& operator<<(std::ostream& out, const protocol_error& error) { return out << to_string(error); }
 
 /// Parses a stream of RESP2 values incrementally. feed() the bytes as they arrive; next() gives the next
 /// whole value, nothing while more bytes are needed, or a protocol_error. Work done on a partial value is

@@ -17,6 +17,7 @@
 #include <compare>
 #include <cstddef>
 #include <functional>
+#include <iosfwd>
 #include <string>
 #include <utility>
 #include <variant>
@@ -39,6 +40,24 @@ struct try_tell_error {
   bool is_full() const noexcept { return kind == kind_type::full; }
   bool is_closed() const noexcept { return kind == kind_type::closed; }
 };
+
+// Printing, as every postal error (the handed-back message is not printed).
+template <class M>
+std::string to_string(const tell_error<M>&) {
+  return to_string(ask_error::closed);
+}
+template <class M>
+std::string to_string(const try_tell_error<M>& error) {
+  return error.is_full() ? "the actor's mailbox is full" : to_string(ask_error::closed);
+}
+template <class M>
+std::ostream& operator<<(std::ostream& out, const tell_error<M>& error) {
+  return out << to_string(error);
+}
+template <class M>
+std::ostream& operator<<(std::ostream& out, const try_tell_error<M>& error) {
+  return out << to_string(error);
+}
 
 template <class Message>
 class actor_ref;

@@ -10,6 +10,8 @@
 #include <postal/task.hpp>
 
 #include <chrono>
+#include <iosfwd>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -35,6 +37,22 @@ enum class ask_error {
   node_down,  // a remote actor's node was declared down before the answer came (a request in flight may
               // or may not have been handled there)
 };
+
+// Printing, as every postal error: to_string(e) is one line for a log or a user; operator<< writes the same.
+inline std::string to_string(ask_error error) {
+  switch (error) {
+    case ask_error::closed:
+      return "the actor takes no messages (it stopped, or is stopping)";
+    case ask_error::no_reply:
+      return "the request was dropped unanswered (the actor stopped, or its handler threw)";
+    case ask_error::timeout:
+      return "no answer before the deadline";
+    case ask_error::node_down:
+      return "the actor's node went down before it answered";
+  }
+  return "unknown ask_error";
+}
+inline std::ostream& operator<<(std::ostream& out, ask_error error) { return out << to_string(error); }
 
 namespace detail {
 

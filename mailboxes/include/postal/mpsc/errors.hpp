@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstddef>
+#include <iosfwd>
+#include <string>
 
 namespace postal::mpsc {
 
@@ -68,5 +70,52 @@ enum class try_reserve_error {
   full,    // no free slot now (or senders are waiting for one)
   closed,  // the receiver is gone or closed
 };
+
+// -- printing: to_string(e) is one line for a log or a user; operator<< writes the same (postal's convention
+// for every error type). The handed-back value is not printed.
+
+inline std::string to_string(const closed_error&) { return "the channel is closed (its receiver is gone or closed)"; }
+inline std::string to_string(try_send_failure kind) {
+  return kind == try_send_failure::full ? "the channel is full" : to_string(closed_error{});
+}
+inline std::string to_string(send_timeout_failure kind) {
+  return kind == send_timeout_failure::timeout ? "no room in the channel before the deadline" : to_string(closed_error{});
+}
+inline std::string to_string(try_recv_error kind) {
+  return kind == try_recv_error::empty ? "the channel is empty" : "the channel is empty and nothing more can arrive";
+}
+inline std::string to_string(try_reserve_error kind) {
+  return kind == try_reserve_error::full ? "the channel is full" : to_string(closed_error{});
+}
+template <class T>
+std::string to_string(const send_error<T>&) {
+  return to_string(closed_error{});
+}
+template <class T>
+std::string to_string(const try_send_error<T>& error) {
+  return to_string(error.kind);
+}
+template <class T>
+std::string to_string(const send_timeout_error<T>& error) {
+  return to_string(error.kind);
+}
+
+inline std::ostream& operator<<(std::ostream& out, const closed_error& error) { return out << to_string(error); }
+inline std::ostream& operator<<(std::ostream& out, try_send_failure error) { return out << to_string(error); }
+inline std::ostream& operator<<(std::ostream& out, send_timeout_failure error) { return out << to_string(error); }
+inline std::ostream& operator<<(std::ostream& out, try_recv_error error) { return out << to_string(error); }
+inline std::ostream& operator<<(std::ostream& out, try_reserve_error error) { return out << to_string(error); }
+template <class T>
+std::ostream& operator<<(std::ostream& out, const send_error<T>& error) {
+  return out << to_string(error);
+}
+template <class T>
+std::ostream& operator<<(std::ostream& out, const try_send_error<T>& error) {
+  return out << to_string(error);
+}
+template <class T>
+std::ostream& operator<<(std::ostream& out, const send_timeout_error<T>& error) {
+  return out << to_string(error);
+}
 
 }  // namespace postal::mpsc

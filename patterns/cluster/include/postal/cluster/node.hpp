@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -106,6 +107,9 @@ struct cluster_error {
   kind_type kind;
   std::string message;
 };
+// Printing, as every postal error: "cluster: <kind>: <message>".
+std::string to_string(const cluster_error& error);
+inline std::ostream& operator<<(std::ostream& out, const cluster_error& error) { return out << to_string(error); }
 
 /// A node this one is connected to.
 struct peer {
