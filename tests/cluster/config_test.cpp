@@ -27,20 +27,10 @@ std::string settings_json(const std::string& greeting, std::int64_t version) {
   return "{\"greeting\": \"" + greeting + "\", \"version\": " + std::to_string(version) + "}";
 }
 
-// Asks a node's "config" actor until `holds` is true of its report, for at most 10 s (a guard against a
-// hang, not a timing check); the last report either way.
+// Asks a node's "config" actor until `holds` is true of its report (see ask_until); the last report either way.
 std::pair<bool, config_report> config_reaches(postal::actor_ref<config_message>& desk,
                                               const std::function<bool(const config_report&)>& holds) {
-  config_report last;
-  const auto deadline = clock_type::now() + 10s;
-  while (clock_type::now() < deadline) {
-    auto report = desk.blocking_ask(config_query{});
-    if (!report) return {false, last};
-    last = *report;
-    if (holds(last)) return {true, last};
-    std::this_thread::yield();
-  }
-  return {false, last};
+  return ask_until<config_query>(desk, holds);
 }
 
 postal::actor_ref<config_message> config_desk_of(local_node& here, const node_process& process) {

@@ -22,20 +22,10 @@ using namespace cluster_test;
 
 namespace {
 
-// Asks a node's "news" actor until `holds` is true of its report, for at most 10 s (a guard against a
-// hang, not a timing check); the last report either way.
+// Asks a node's "news" actor until `holds` is true of its report (see ask_until); the last report either way.
 std::pair<bool, news_report> report_reaches(postal::actor_ref<news_message>& desk,
                                             const std::function<bool(const news_report&)>& holds) {
-  news_report last;
-  const auto deadline = clock_type::now() + 10s;
-  while (clock_type::now() < deadline) {
-    auto report = desk.blocking_ask(news_tally{});
-    if (!report) return {false, last};
-    last = *report;
-    if (holds(last)) return {true, last};
-    std::this_thread::yield();
-  }
-  return {false, last};
+  return ask_until<news_tally>(desk, holds);
 }
 
 // Waits (at most 10 s) until this node forwards `topic` to `nodes` other members.

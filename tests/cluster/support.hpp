@@ -133,15 +133,30 @@ inline bool has_status(const cluster_view& view, const std::string& name, member
 }
 
 // Asks a node process's "members" actor until its view lists `entry` ("name=status"), for at most 10 s.
-inline bool remote_view_lists(postal::actor_ref<members_message>& members, const std::string& entry) {
+// Asks `ref` a `Query` until `holds` is true of the answer, for at most 10 s (a guard against a hang, not a
+// timing check): whether it held, and the last answer (a default one if no ask was answered).
+template <class Query, class Message, class Predicate>
+auto ask_until(postal::actor_ref<Message>& ref, Predicate holds) {
+  using reply = postal::detail::reply_of<Query>;
+  std::pair<bool, reply> outcome{false, reply{}};
   const auto deadline = clock_type::now() + 10s;
   while (clock_type::now() < deadline) {
-    auto list = members.blocking_ask(members_query{});
-    if (!list) return false;
-    if (std::find(list->begin(), list->end(), entry) != list->end()) return true;
+    auto answer = ref.blocking_ask(Query{});
+    if (!answer) return outcome;
+    outcome.second = std::move(*answer);
+    if (holds(outcome.second)) {
+      outcome.first = true;
+      return outcome;
+    }
     std::this_thread::yield();
   }
-  return false;
+  return outcome;
+}
+
+inline bool remote_view_lists(postal::actor_ref<members_message>& members, const std::string& entry) {
+  return ask_until<members_query>(members, [&entry](const std::vector<std::string>& list) {
+           return std::find(list.begin(), list.end(), entry) != list.end();
+         }).first;
 }
 
 inline std::string address_of(const node_process& process) { return "127.0.0.1:" + std::to_string(process.port); }
