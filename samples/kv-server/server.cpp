@@ -115,8 +115,7 @@ class connection : public postal::actor<connection_message> {
       auto [reply, answer] = postal::oneshot::channel<std::vector<shard_reply>>();
       shard_request request{std::move(per_shard[i]), std::move(reply)};
       waiting[i].emplace(std::move(answer));
-      auto shard = (*table)[i].ref;
-      (void)co_await shard.tell(std::move(request));  // waits for room: backpressure
+      (void)co_await (*table)[i].ref.tell(std::move(request));  // waits for room: backpressure
     }
     std::vector<std::vector<shard_reply>> answers(per_shard.size());
     bool shards_gone = false;
